@@ -1,0 +1,43 @@
+import json
+
+import pytest
+
+import tuner
+from tuner.backend import Backend, host_cpu_model, resolve_backend
+
+
+def test_host_backend_describes_this_machine(backend):
+    from tvm.target import codegen
+
+    assert backend.target["kind"] == "llvm"
+    assert backend.target["mcpu"] == codegen.llvm_get_system_cpu()
+    assert backend.num_cores == backend.target["num-cores"] >= 1
+    assert backend.device == host_cpu_model()
+    assert "sse2" in backend.features or "neon" in backend.features
+    assert backend.tvm_version.startswith("0.27")
+
+
+def test_key_is_canonical_and_stable(backend):
+    same = resolve_backend(json.dumps(backend.target))
+    assert same.key == backend.key
+    assert Backend.from_json(backend.to_json()) == backend
+    assert backend.key.startswith(f"llvm-{backend.target['mcpu']}-{backend.num_cores}c-")
+
+
+def test_key_changes_with_what_matters(backend):
+    fewer_cores = resolve_backend({**backend.target, "num-cores": backend.num_cores + 1})
+    other_cpu = resolve_backend({"kind": "llvm", "mcpu": "skylake", "num-cores": backend.num_cores})
+    assert len({backend.key, fewer_cores.key, other_cpu.key}) == 3
+    assert "avx512f" not in other_cpu.features
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ("llvm -mcpu=znver4", "JSON dict"),
+    ("{not json", "not valid JSON"),
+    ('["llvm"]', "must be an object"),
+    ('{"kind": "cuda"}', "not supported"),
+    ('{"kind": "llvm", "mcpu": "nosuchcpu"}', "nosuchcpu"),
+])
+def test_bad_targets(spec, fragment):
+    with pytest.raises(tuner.TargetError, match=fragment):
+        resolve_backend(spec)

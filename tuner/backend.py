@@ -1,0 +1,194 @@
+"""The hardware backend: which target code is built for, and the key records are filed under.
+
+A record measured on one backend is never applied on another, so the key holds
+everything that changes what the fastest code is: the TVM target, the CPU model,
+the ISA features the code generator uses, the core count and the TVM version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+
+from .errors import TargetError
+
+# ISA features that matter to vectorized code. When LLVM's CPU model claims one
+# that the running CPU does not report (a hypervisor can hide AVX-512, say), we
+# switch it off in the target so the code never uses an illegal instruction.
+_CHECKED_FEATURES = (
+    "sse4.2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512dq",
+    "avx512vl", "avx512cd", "avx512vnni", "avx512bf16", "avx512fp16", "amx-tile",
+    "amx-int8", "amx-bf16",
+)
+# /proc/cpuinfo spells a few flags differently from LLVM.
+_CPUINFO_NAMES = {"sse4.2": "sse4_2", "avx512bf16": "avx512_bf16", "avx512vnni": "avx512_vnni",
+                  "avx512fp16": "avx512_fp16", "amx-tile": "amx_tile", "amx-int8": "amx_int8",
+                  "amx-bf16": "amx_bf16"}
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A canonical description of the hardware that code is tuned for."""
+
+    target: dict = field(hash=False)
+    device: str
+    features: tuple[str, ...]
+    num_cores: int
+    tvm_version: str
+
+    def describe(self) -> dict:
+        """The plain-JSON description that the key is computed from."""
+        return {
+            "target": self.target,
+            "device": self.device,
+            "features": list(self.features),
+            "num_cores": self.num_cores,
+            "tvm_version": self.tvm_version,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.describe(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Backend":
+        data = json.loads(text)
+        return cls(target=data["target"], device=data["device"], features=tuple(data["features"]),
+                   num_cores=int(data["num_cores"]), tvm_version=data["tvm_version"])
+
+    @property
+    def key(self) -> str:
+        """Readable prefix plus a digest of the whole description, e.g. ``llvm-znver4-2c-1a2b3c4d5e6f``."""
+        digest = hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
+        cpu = self.target.get("mcpu", "generic")
+        return f"{self.target.get('kind', 'llvm')}-{cpu}-{self.num_cores}c-{digest}"
+
+    def tvm_target(self):
+        import tvm
+
+        return tvm.target.Target(self.target)
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.device}, {self.num_cores} cores)"
+
+
+def host_cpu_model() -> str:
+    """The CPU's marketing name, e.g. 'AMD EPYC 9R14', or the machine type when unknown."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _host_cpu_flags() -> set[str] | None:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+def host_core_count() -> int:
+    """Physical cores available to this process (what a thread pool should use)."""
+    import psutil
+
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    physical = psutil.cpu_count(logical=False) or allowed
+    return max(1, min(allowed, physical))
+
+
+def _hidden_features(mcpu_features: set[str]) -> list[str]:
+    flags = _host_cpu_flags()
+    if flags is None:
+        return []
+    return [f for f in _CHECKED_FEATURES
+            if f in mcpu_features and _CPUINFO_NAMES.get(f, f) not in flags]
+
+
+def host_target() -> dict:
+    """An LLVM target for this machine: its ``mcpu``, its core count, and hidden features switched off."""
+    import tvm
+    from tvm.target import codegen
+
+    mcpu = codegen.llvm_get_system_cpu()
+    target = {"kind": "llvm", "mcpu": mcpu, "num-cores": host_core_count()}
+    hidden = _hidden_features(set(codegen.llvm_get_cpu_features(tvm.target.Target(target))))
+    if hidden:
+        target["mattr"] = [f"-{f}" for f in hidden]
+    return target
+
+
+def _parse_target(spec) -> dict:
+    if isinstance(spec, dict):
+        return dict(spec)
+    text = str(spec).strip()
+    if not text.startswith(("{", "[")):
+        raise TargetError(
+            f"target {text!r} is not understood: use 'host' or a JSON dict such as "
+            '\'{"kind": "llvm", "mcpu": "znver4", "num-cores": 2}\''
+        )
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise TargetError(f"target is not valid JSON: {err.msg} at column {err.colno}") from None
+    if not isinstance(data, dict):
+        raise TargetError("target JSON must be an object such as {\"kind\": \"llvm\", ...}")
+    return data
+
+
+def _canonical(target) -> dict:
+    """Round-trip through TVM so equivalent spellings give the same dict."""
+    exported = dict(target.export())
+    exported.pop("tag", None)
+    exported.pop("keys", None)
+    return json.loads(json.dumps(exported, sort_keys=True, default=_json_default))
+
+
+def _json_default(value):
+    if hasattr(value, "export"):
+        return value.export()
+    if isinstance(value, (list, tuple)) or type(value).__name__ in ("Array", "List"):
+        return list(value)
+    return str(value)
+
+
+def resolve_backend(spec="host", device: str | None = None) -> Backend:
+    """A Backend from ``'host'`` (detect this machine), a target dict, or its JSON text.
+
+    ``device`` names the CPU the code runs on; it defaults to this machine's CPU,
+    which is right for local measurement.
+    """
+    import tvm
+    from tvm.target import codegen
+
+    target_dict = host_target() if spec in (None, "host") else _parse_target(spec)
+    if target_dict.get("kind") != "llvm":
+        raise TargetError(f"target kind {target_dict.get('kind')!r} is not supported yet: use 'llvm' (CPU)")
+    if "num-cores" not in target_dict:
+        target_dict["num-cores"] = host_core_count()
+    mcpu = target_dict.get("mcpu")
+    triple = target_dict.get("mtriple") or codegen.llvm_get_system_triple()
+    if mcpu is not None and not codegen.llvm_is_valid_cpu(str(mcpu), triple):
+        raise TargetError(f"target mcpu {mcpu!r} is not a CPU that LLVM knows for {triple}")
+    try:
+        target = tvm.target.Target(target_dict)
+    except Exception as err:  # TVM raises ValueError/TVMError with a multi-line text
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TargetError(f"target {json.dumps(target_dict)} is rejected by TVM: {first}") from None
+    features = tuple(sorted(str(f) for f in codegen.llvm_get_cpu_features(target)))
+    return Backend(
+        target=_canonical(target),
+        device=device or host_cpu_model(),
+        features=features,
+        num_cores=int(target_dict["num-cores"]),
+        tvm_version=tvm.__version__,
+    )

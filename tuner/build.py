@@ -1,0 +1,143 @@
+"""Build a whole model from the tuning cache. Never measures anything.
+
+Each task gets the best cached config of this backend when there is one, and
+its search space's default config otherwise. The result says which tasks had
+a record and what share of the model's FLOPs they hold.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import BuildError
+from .model import InputSpec
+from .tasks import Partition, partition
+
+
+@dataclass(frozen=True)
+class TaskSchedule:
+    """How one task was scheduled in a build."""
+
+    task_name: str
+    workload_key: str
+    weight: int
+    flops: float
+    rule: str
+    source: str  # "cache" or "default"
+    cached_cost_s: float | None = None
+    note: str = ""
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    tasks: int
+    tasks_tuned: int
+    flops_share_tuned: float
+
+    def line(self) -> str:
+        return (f"{self.tasks_tuned}/{self.tasks} tasks had a tuning record "
+                f"({self.flops_share_tuned:.0%} of the model's FLOPs); the others use default schedules")
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class BuiltModel:
+    """A compiled model: the TVM executable and what went into it."""
+
+    executable: object = field(repr=False)
+    model_name: str
+    inputs: tuple[InputSpec, ...]
+    output_names: tuple[str, ...]
+    backend: object
+    schedules: tuple[TaskSchedule, ...]
+
+    @property
+    def coverage(self) -> Coverage:
+        total = sum(s.flops * s.weight for s in self.schedules) or 1.0
+        tuned = [s for s in self.schedules if s.source == "cache"]
+        return Coverage(len(self.schedules), len(tuned), sum(s.flops * s.weight for s in tuned) / total)
+
+    def metadata(self) -> dict:
+        return {
+            "format": "onnx-autotuner-build",
+            "model": self.model_name,
+            "inputs": [spec.to_json() for spec in self.inputs],
+            "outputs": list(self.output_names),
+            "backend": json.loads(self.backend.to_json()),
+            "backend_key": self.backend.key,
+            "coverage": self.coverage.to_json(),
+            "tasks": [s.to_json() for s in self.schedules],
+        }
+
+    def export(self, path) -> Path:
+        """Write the shared library and, beside it, ``PATH.json`` with the metadata ``load_module`` needs."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.executable.export_library(str(path))
+        sidecar_path(path).write_text(json.dumps(self.metadata(), indent=2))
+        return path
+
+    def runner(self):
+        from .runtime import CompiledModel
+
+        return CompiledModel(self.executable, self.inputs, self.output_names, self.backend.num_cores)
+
+
+def sidecar_path(library_path) -> Path:
+    return Path(str(library_path) + ".json")
+
+
+def schedule_task(task, target, record=None):
+    """Schedule one task with ``record``'s config, or with its space's default. Returns (func, TaskSchedule)."""
+    import search_spaces
+
+    space = search_spaces.space_for(task.func, target)
+    note = ""
+    if record is not None:
+        try:
+            schedule = space.apply(search_spaces.Config.from_json(record.config))
+            return schedule.mod["main"], _task_schedule(task, space.rule, "cache", record.result.mean_s)
+        except (search_spaces.InvalidConfigError, ValueError, KeyError) as err:
+            note = f"cached config rejected ({err}); default used"
+    schedule = space.apply(space.default_config())
+    return schedule.mod["main"], _task_schedule(task, space.rule, "default", None, note)
+
+
+def _task_schedule(task, rule, source, cost_s, note=""):
+    return TaskSchedule(task.name, task.workload_key, task.weight, task.flops, rule, source, cost_s, note)
+
+
+def apply_schedules(parts: Partition, backend, cache=None):
+    """Return the fused module with every task's function replaced by its schedule, and the TaskSchedules."""
+    target = backend.tvm_target()
+    module = parts.module.clone()
+    schedules = []
+    for task in parts.tasks:
+        record = cache.best(backend.key, task.workload_key) if cache is not None else None
+        func, info = schedule_task(task, target, record)
+        func = func.without_attr("global_symbol").with_attr("tirx.is_scheduled", True)
+        for name in task.global_names:
+            module.update_func(module.get_global_var(name), func)
+        schedules.append(info)
+    return module, tuple(schedules)
+
+
+def build(model, backend, cache=None) -> BuiltModel:
+    """Compile ``model`` for ``backend`` with the best schedules ``cache`` holds (defaults elsewhere)."""
+    import tvm
+
+    parts = partition(model, backend)
+    module, schedules = apply_schedules(parts, backend, cache)
+    try:
+        executable = tvm.compile(module, target=backend.tvm_target())
+    except Exception as err:  # codegen failures carry long C++ traces
+        lines = [line for line in str(err).strip().splitlines() if line.strip()]
+        raise BuildError(f"compiling {model.name} failed: {lines[-1].strip() if lines else type(err).__name__}") from err
+    return BuiltModel(executable, model.name, model.inputs, model.output_names, backend, schedules)

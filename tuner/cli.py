@@ -1,0 +1,182 @@
+"""The ``tuner`` command line. Every user error is one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from contextlib import contextmanager
+
+from .errors import TunerError
+
+EXIT_USAGE = 2
+
+
+def _add_model_args(parser) -> None:
+    parser.add_argument("model", help="path of the ONNX model")
+    parser.add_argument("--shape", action="append", default=[], metavar="NAME=D0,D1,...",
+                        help="shape of an input whose dimensions the model leaves open (repeatable)")
+    parser.add_argument("--target", default="host",
+                        help="'host' (detect this CPU, the default) or a TVM target JSON dict")
+
+
+def _add_cache_arg(parser) -> None:
+    parser.add_argument("--cache", metavar="PATH", help="tuning-log database (default: per-user cache file)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tuner", description="Auto-tune ONNX models with TVM.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    tasks = commands.add_parser("tasks", help="list the fused subgraphs (tasks) of a model")
+    _add_model_args(tasks)
+    tasks.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    build = commands.add_parser("build", help="compile a model from the tuning cache (measures nothing)")
+    _add_model_args(build)
+    _add_cache_arg(build)
+    build.add_argument("-o", "--output", required=True, metavar="OUT.so", help="shared library to write")
+
+    bench = commands.add_parser("bench", help="build from the cache and compare with ONNX Runtime")
+    _add_model_args(bench)
+    _add_cache_arg(bench)
+    bench.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
+    bench.add_argument("--repeat", type=int, default=7, help="timed repeats of each side (default 7)")
+
+    cache = commands.add_parser("cache", help="inspect, export or import the tuning-log cache")
+    actions = cache.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="records per backend and task")
+    _add_cache_arg(listing)
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    export = actions.add_parser("export", help="write records as JSON lines")
+    _add_cache_arg(export)
+    export.add_argument("-o", "--output", default="-", help="file to write (default: stdout)")
+    export.add_argument("--backend", help="only records of this backend key")
+    importing = actions.add_parser("import", help="read records from a JSON-lines export")
+    _add_cache_arg(importing)
+    importing.add_argument("file", help="export file to read")
+    return parser
+
+
+def _load_model(args):
+    from .model import load, parse_shape_arg
+
+    shapes = dict(parse_shape_arg(text) for text in args.shape)
+    return load(args.model, shapes=shapes)
+
+
+def _backend(args):
+    from .backend import resolve_backend
+
+    return resolve_backend(args.target)
+
+
+@contextmanager
+def _open_cache(path):
+    from .cache import Cache
+
+    cache = Cache(path)
+    try:
+        yield cache
+    finally:
+        cache.close()
+
+
+def _cmd_tasks(args) -> None:
+    from .tasks import partition
+
+    model, backend = _load_model(args), _backend(args)
+    parts = partition(model, backend)
+    if args.json:
+        print(json.dumps({"model": model.name, "backend": backend.key,
+                          "tasks": [task.to_json() for task in parts.tasks]}, indent=2))
+        return
+    total = parts.total_flops or 1.0
+    print(f"{model.name}: {len(parts.tasks)} tasks, {parts.total_flops / 1e9:.3f} GFLOP per run, backend {backend}")
+    print(f"{'#':>3}  {'task':<44} {'weight':>6} {'MFLOP':>10} {'share':>6}  workload key")
+    for index, task in enumerate(parts.tasks):
+        share = task.flops * task.weight / total
+        print(f"{index:>3}  {task.name[:44]:<44} {task.weight:>6} {task.flops / 1e6:>10.2f} {share:>6.1%}  "
+              f"{task.workload_key}")
+
+
+def _cmd_build(args) -> None:
+    from .build import build
+
+    model, backend = _load_model(args), _backend(args)
+    with _open_cache(args.cache) as cache:
+        built = build(model, backend, cache)
+    path = built.export(args.output)
+    print(f"built {model.name} for {backend.key} -> {path}")
+    print(built.coverage.line())
+
+
+def _cmd_bench(args) -> None:
+    from .bench import bench
+
+    if args.repeat < 1:
+        raise TunerError(f"--repeat must be at least 1, got {args.repeat}")
+    model, backend = _load_model(args), _backend(args)
+    with _open_cache(args.cache) as cache:
+        report = bench(model, backend, cache, repeat=args.repeat)
+    print(report.table())
+    if args.json:
+        with open(args.json, "w") as stream:
+            json.dump(report.to_json(), stream, indent=2)
+
+
+def _cmd_cache(args) -> None:
+    with _open_cache(args.cache) as cache:
+        if args.action == "list":
+            rows = cache.summary()
+            if args.json:
+                print(json.dumps({"cache": str(cache.path), "entries": rows}, indent=2))
+                return
+            print(f"{cache.path}: {cache.count()} records")
+            for row in rows:
+                best = f"{row['best_s'] * 1e6:.1f} us" if row["best_s"] is not None else "-"
+                print(f"  {row['backend_key']}  {row['task_name'][:40]:<40} {row['records']:>6} records "
+                      f"{row['errors']:>5} errors  best {best}")
+        elif args.action == "export":
+            _export(cache, args)
+        else:
+            _import(cache, args.file)
+
+
+def _export(cache, args) -> None:
+    if args.output == "-":
+        count = cache.export_jsonl(sys.stdout, backend_key=args.backend)
+    else:
+        with open(args.output, "w") as stream:
+            count = cache.export_jsonl(stream, backend_key=args.backend)
+    print(f"exported {count} records", file=sys.stderr)
+
+
+def _import(cache, path) -> None:
+    try:
+        stream = open(path)
+    except OSError as err:
+        raise TunerError(f"cannot read {path}: {err.strerror}") from None
+    with stream:
+        new, known = cache.import_jsonl(stream, source=path)
+    print(f"imported {new} new records into {cache.path} ({known} were already there)")
+
+
+_COMMANDS = {"tasks": _cmd_tasks, "build": _cmd_build, "bench": _cmd_bench, "cache": _cmd_cache}
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        _COMMANDS[args.command](args)
+    except TunerError as err:
+        print(f"tuner: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("tuner: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
