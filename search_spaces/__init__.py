@@ -1,0 +1,59 @@
+"""Schedule search spaces for fused TIR PrimFuncs (one Relax/FuseTIR task each).
+
+``space_for(func, target)`` picks the first rule whose structure fits ``func``:
+
+* ``tiled_reduction``: one reduction with data reuse (matmul, conv, pooling) plus
+  injective producers and an elementwise epilogue;
+* ``reduction``: other reductions (softmax, layer norm, mean, sum, max);
+* ``elementwise``: only spatial blocks (elementwise, broadcast, layout, concat, pad);
+* ``fallback``: anything else; parallelizes the outer loops where legal.
+
+Each space has ``knobs`` (the finite choices of every knob), a heuristic
+``default_config()``, ``sample(rng)``, ``mutate(config, rng)``, ``validate(config)``
+and ``apply(config) -> tvm.s_tir.Schedule``. Configs are plain JSON values
+(``Config.to_json``/``from_json``); a config that does not fit raises
+``InvalidConfigError``. The package knows nothing of models, caches or measuring.
+"""
+
+from __future__ import annotations
+
+import tvm
+
+from .analysis import analyze
+from .config import Config, InvalidConfigError
+from .elementwise import ElementwiseRule
+from .fallback import FallbackRule
+from .reduction import ReductionRule
+from .space import NotApplicable, SearchSpace
+from .tiled_reduction import TiledReductionRule
+
+__all__ = ["Config", "InvalidConfigError", "SearchSpace", "space_for", "RULES"]
+
+RULES = ("tiled_reduction", "reduction", "elementwise", "fallback")
+_RULE_CLASSES = (TiledReductionRule, ReductionRule, ElementwiseRule)
+
+
+def num_cores(target: tvm.target.Target) -> int:
+    cores = target.attrs.get("num-cores") if target.attrs is not None else None
+    return int(cores) if cores is not None else 1
+
+
+def space_for(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> SearchSpace:
+    """The search space of ``func`` under the first rule that fits it; never fails
+    on a valid PrimFunc (the ``fallback`` rule takes the rest)."""
+    if not isinstance(func, tvm.tirx.PrimFunc):
+        raise TypeError(f"space_for needs a tvm.tirx.PrimFunc, got {type(func).__name__}")
+    info = analyze(func)
+    cores = num_cores(target)
+    for rule_class in _RULE_CLASSES:
+        try:
+            rule = rule_class(func, info, cores)
+        except NotApplicable:
+            continue
+        space = SearchSpace(func, target, rule)
+        try:
+            space.apply(space.default_config())
+        except InvalidConfigError:
+            continue
+        return space
+    return SearchSpace(func, target, FallbackRule(func, info, cores))

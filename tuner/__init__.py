@@ -20,6 +20,8 @@ from .model import InputSpec, Model, load
 from .records import MeasureResult, Record
 from .runtime import CompiledModel, load_module
 from .tasks import Partition, Task, partition
+from .tune import TuneReport, TuneSettings, tune
+from .measure import LocalMeasurer, MeasureSettings
 
 __version__ = "0.1.0"
 
@@ -27,5 +29,6 @@ __all__ = [
     "Backend", "BenchReport", "BuildError", "BuiltModel", "Cache", "CacheError", "CompiledModel", "Coverage",
     "InputSpec", "MeasureResult", "Model", "ModelError", "Partition", "Record", "ShapeError", "TargetError",
     "Task", "TunerError", "UnsupportedOperatorError", "bench", "build", "default_cache_path", "load",
-    "load_module", "partition", "resolve_backend",
+    "load_module", "partition", "resolve_backend", "LocalMeasurer", "MeasureSettings", "TuneReport",
+    "TuneSettings", "tune",
 ]

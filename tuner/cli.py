@@ -32,6 +32,16 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_args(tasks)
     tasks.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    tune = commands.add_parser("tune", help="measure schedules for every task and store them in the cache")
+    _add_model_args(tune)
+    _add_cache_arg(tune)
+    tune.add_argument("--trials", type=int, required=True,
+                      help="total trials for this model on this backend, counting records already in the cache")
+    tune.add_argument("--batch-size", type=int, default=16, help="candidates measured per batch (default 16)")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
+    tune.add_argument("--quiet", action="store_true", help="no progress bar")
+
     build = commands.add_parser("build", help="compile a model from the tuning cache (measures nothing)")
     _add_model_args(build)
     _add_cache_arg(build)
@@ -100,6 +110,19 @@ def _cmd_tasks(args) -> None:
               f"{task.workload_key}")
 
 
+def _cmd_tune(args) -> None:
+    from .tune import TuneSettings, tune
+
+    settings = TuneSettings(trials=args.trials, batch_size=args.batch_size, seed=args.seed)
+    model, backend = _load_model(args), _backend(args)
+    with _open_cache(args.cache) as cache:
+        report = tune(model, backend, cache, settings, progress=not args.quiet)
+    print(report.table())
+    if args.json:
+        with open(args.json, "w") as stream:
+            json.dump(report.to_json(), stream, indent=2)
+
+
 def _cmd_build(args) -> None:
     from .build import build
 
@@ -162,7 +185,7 @@ def _import(cache, path) -> None:
     print(f"imported {new} new records into {cache.path} ({known} were already there)")
 
 
-_COMMANDS = {"tasks": _cmd_tasks, "build": _cmd_build, "bench": _cmd_bench, "cache": _cmd_cache}
+_COMMANDS = {"tasks": _cmd_tasks, "tune": _cmd_tune, "build": _cmd_build, "bench": _cmd_bench, "cache": _cmd_cache}
 
 
 def main(argv=None) -> int:

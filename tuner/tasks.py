@@ -30,10 +30,11 @@ class Task:
     flops: float
     func: object = field(repr=False, compare=False)
     global_names: tuple[str, ...] = ()
+    num_outputs: int = 1  # the function's last parameters are its outputs (destination-passing style)
 
     def to_json(self) -> dict:
         return {"name": self.name, "workload_key": self.workload_key, "weight": self.weight,
-                "flops": self.flops, "global_names": list(self.global_names)}
+                "flops": self.flops, "global_names": list(self.global_names), "num_outputs": self.num_outputs}
 
 
 @dataclass(frozen=True)
@@ -68,22 +69,23 @@ def fuse(relax_module, target):
         raise BuildError(f"fusing the model failed: {lines[-1].strip() if lines else type(err).__name__}") from err
 
 
-def _call_counts(module) -> dict[str, int]:
-    """How often each TIR function is called with ``call_tir`` from the Relax functions."""
+def _call_sites(module) -> dict[str, tuple[int, int]]:
+    """For each TIR function called with ``call_tir``: (number of call sites, number of input arguments)."""
     from tvm import relax
 
     call_tir = {"relax.call_tir", "relax.call_tir_inplace"}
-    counts: dict[str, int] = {}
+    sites: dict[str, tuple[int, int]] = {}
 
     def visit(expr):
         if isinstance(expr, relax.Call) and getattr(expr.op, "name", None) in call_tir:
             name = expr.args[0].name_hint
-            counts[name] = counts.get(name, 0) + 1
+            count, _ = sites.get(name, (0, 0))
+            sites[name] = (count + 1, len(expr.args[1].fields))
 
     for _, func in module.functions_items():
         if isinstance(func, relax.Function):
             relax.analysis.post_order_visit(func, visit)
-    return counts
+    return sites
 
 
 def partition(model, backend) -> Partition:
@@ -92,19 +94,21 @@ def partition(model, backend) -> Partition:
     from tvm.s_tir.analysis import estimate_tir_flops
 
     fused = fuse(model.relax_module(), backend.tvm_target())
-    counts = _call_counts(fused)
+    sites = _call_sites(fused)
     by_key: dict[str, dict] = {}
     for global_var, func in fused.functions_items():
-        if not isinstance(func, tvm.tirx.PrimFunc) or counts.get(global_var.name_hint, 0) == 0:
+        if not isinstance(func, tvm.tirx.PrimFunc) or global_var.name_hint not in sites:
             continue
         main = func.with_attr("global_symbol", "main")
-        key = workload_key(main)
-        entry = by_key.setdefault(key, {"name": global_var.name_hint, "func": main, "weight": 0, "names": []})
-        entry["weight"] += counts[global_var.name_hint]
+        count, num_inputs = sites[global_var.name_hint]
+        entry = by_key.setdefault(workload_key(main), {"name": global_var.name_hint, "func": main, "weight": 0,
+                                                       "names": [], "outputs": len(main.params) - num_inputs})
+        entry["weight"] += count
         entry["names"].append(global_var.name_hint)
     tasks = []
     for key, entry in by_key.items():
         flops = float(estimate_tir_flops(tvm.IRModule({"main": entry["func"]})))
-        tasks.append(Task(entry["name"], key, entry["weight"], flops, entry["func"], tuple(entry["names"])))
+        tasks.append(Task(entry["name"], key, entry["weight"], flops, entry["func"], tuple(entry["names"]),
+                          entry["outputs"]))
     tasks.sort(key=lambda task: -task.flops * task.weight)
     return Partition(fused, tuple(tasks))

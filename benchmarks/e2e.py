@@ -1,0 +1,60 @@
+"""Tune whole models, build them from the cache, and compare with ONNX Runtime in the same run.
+
+    python -m benchmarks.e2e --models resnet18 --trials 3000 --cache build/bench/e2e.sqlite
+    python -m benchmarks.e2e --models resnet18 mobilenetv2 transformer mlp --trials 0   # untuned (defaults)
+
+Prints one table row per model (and ``--json FILE``): tuned latency, ONNX Runtime latency, the
+speed ratio, the largest output difference, and how long tuning took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import tuner
+from benchmarks.models import build as build_model
+
+
+def run_model(name, backend, cache, trials, repeat=7, seed=0, progress=True, **model_args) -> dict:
+    model = tuner.load(build_model(name, **model_args))
+    started = time.perf_counter()
+    report = None
+    if trials > 0:
+        report = tuner.tune(model, backend, cache, tuner.TuneSettings(trials=trials, seed=seed), progress=progress)
+    tune_s = time.perf_counter() - started
+    bench = tuner.bench(model, backend, cache, repeat=repeat)
+    row = bench.to_json()
+    row.update({"trials": report.trials if report else 0, "measured": report.measured if report else 0,
+                "tune_s": round(tune_s, 1)})
+    return row
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["resnet18"])
+    parser.add_argument("--trials", type=int, default=3000, help="total trials per model (0: no tuning)")
+    parser.add_argument("--cache", default="build/bench/e2e.sqlite")
+    parser.add_argument("--json", help="write the rows as JSON to this file")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    backend = tuner.resolve_backend("host")
+    rows = []
+    with tuner.Cache(args.cache) as cache:
+        for name in args.models:
+            rows.append(run_model(name, backend, cache, args.trials, seed=args.seed))
+    print(f"backend {backend}")
+    print(f"{'model':<12} {'trials':>6} {'tune s':>7} {'tuner ms':>9} {'ORT ms':>9} {'ORT/tuner':>9} "
+          f"{'max|err|':>9} {'tuned tasks':>11}")
+    for row in rows:
+        print(f"{row['model']:<12} {row['trials']:>6} {row['tune_s']:>7.0f} {row['tuner_ms']:>9.3f} "
+              f"{row['onnxruntime_ms']:>9.3f} {row['speedup_vs_onnxruntime']:>9.3f} {row['max_abs_err']:>9.2g} "
+              f"{row['tasks_tuned']:>5}/{row['tasks']:<5}")
+    if args.json:
+        with open(args.json, "w") as stream:
+            json.dump({"backend": backend.key, "rows": rows}, stream, indent=2)
+
+
+if __name__ == "__main__":
+    main()

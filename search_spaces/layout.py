@@ -1,0 +1,69 @@
+"""Data-layout packing for the ``tiled_reduction`` rule's ``pack`` knob.
+
+When the vectorized axis indexes a dimension of an input that is not its last
+(a conv weight ``W[ff, rc, ry, rx]`` vectorized over ``ff``, or a transposed
+matmul operand ``B[j, k]``), the input is copied once per call into a blocked
+layout with that dimension split by the vector width and moved innermost
+(``W[ff // 16, rc, ry, rx, ff % 16]``). The accumulator gets the same treatment
+when the vector axis is not the output's last dimension, so that vector loads
+and stores stay contiguous.
+"""
+
+from __future__ import annotations
+
+from tvm.s_tir import Schedule
+from tvm.tirx import IndexMap
+
+from .analysis import block_reads
+from .common import loop_extent
+
+
+def packable_inputs(sch: Schedule, block_name: str, spatial_names: list,
+                    unit_names: set) -> dict:
+    """``{axis name: [(buffer, dim), ...]}``: reads of ``block_name`` with a
+    dimension indexed by that spatial axis alone (iterators of extent 1 aside),
+    when that dimension is not the buffer's last."""
+    found = {name: [] for name in spatial_names}
+    for access in block_reads(sch.get(sch.get_sblock(block_name))):
+        for dim, used in enumerate(access.dims[:-1]):
+            used = used - unit_names
+            if len(used) == 1 and next(iter(used)) in found:
+                found[next(iter(used))].append((access.buffer, dim))
+    return found
+
+
+def blocked_map(ndim: int, dim: int, lanes: int) -> IndexMap:
+    """Index map moving ``dim`` innermost, split by ``lanes``: (d // L, others..., d % L)."""
+
+    def mapping(*idx):
+        return [idx[dim] // lanes, *idx[:dim], *idx[dim + 1:], idx[dim] % lanes]
+
+    return IndexMap.from_func(mapping, ndim=ndim)
+
+
+def _read_index(sch: Schedule, block, buffer: str) -> int:
+    reads = sch.get(block).reads
+    return next(i for i, r in enumerate(reads) if r.source.name == buffer)
+
+
+def pack_inputs(sch: Schedule, block, inputs: list, lanes: int, num_cores: int,
+                intermediates: frozenset) -> None:
+    """Give each ``(buffer, dim)`` read of ``block`` the blocked layout: an
+    intermediate (the padded input) is transformed in place, a parameter is copied."""
+    for buffer, dim in inputs:
+        ndim = len(next(r for r in sch.get(block).reads if r.source.name == buffer).region)
+        if buffer in intermediates:
+            sch.transform_layout(block, buffer, blocked_map(ndim, dim, lanes))
+            continue
+        copy = sch.cache_read(block, _read_index(sch, block, buffer), "global")
+        sch.transform_layout(copy, ("write", 0), blocked_map(ndim, dim, lanes))
+        loops = sch.get_loops(copy)
+        fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+        chunks = min(loop_extent(sch, fused), 4 * num_cores)
+        outer, _ = sch.split(fused, [chunks, None])
+        sch.parallel(outer)
+
+
+def pack_accumulator(sch: Schedule, block, dim: int, ndim: int, lanes: int) -> None:
+    """Give the accumulator written by ``block`` the blocked layout along ``dim``."""
+    sch.transform_layout(block, ("write", 0), blocked_map(ndim, dim, lanes))

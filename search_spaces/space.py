@@ -1,0 +1,155 @@
+"""The search space of one PrimFunc under one rule: knobs, sampling, mutation,
+validation and applying a config.
+
+A rule (see ``Rule``) knows its knobs, a heuristic default, the cross-knob
+constraints and how to schedule; everything else is generic and lives here.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import tvm
+from tvm.error import InternalError
+from tvm.s_tir import Schedule
+from tvm.s_tir.schedule import ScheduleError
+
+from .config import Config, InvalidConfigError
+from .tiling import move_factor
+
+_SAMPLE_TRIES = 64
+_MAX_LISTED_CHOICES = 8
+
+
+class NotApplicable(Exception):
+    """A rule does not fit the structure of a function (internal to space_for)."""
+
+
+class Rule(Protocol):
+    name: str
+    knobs: dict  # knob name -> tuple of choices
+
+    def default_values(self) -> dict: ...
+
+    def check(self, values: dict) -> None:
+        """Raise InvalidConfigError for an illegal combination of knob values."""
+
+    def schedule(self, sch: Schedule, values: dict) -> None: ...
+
+
+def _describe_choices(choices: tuple) -> str:
+    shown = ", ".join(repr(list(c) if isinstance(c, tuple) else c)
+                      for c in choices[:_MAX_LISTED_CHOICES])
+    more = len(choices) - _MAX_LISTED_CHOICES
+    return f"[{shown}{f', ... ({more} more)' if more > 0 else ''}]"
+
+
+def _short(err: Exception) -> str:
+    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+    marked = [ln for ln in lines if ln.startswith("Error message:")]
+    return (marked or lines or [type(err).__name__])[0]
+
+
+class SearchSpace:
+    """Knobs and configs of ``func`` under ``rule``; see the package docstring."""
+
+    def __init__(self, func: tvm.tirx.PrimFunc, target: tvm.target.Target, rule: Rule):
+        self.func = func
+        self.target = target
+        self._rule = rule
+        self.rule: str = rule.name
+        self.knobs: dict[str, tuple] = dict(rule.knobs)
+        self._choice_sets = {name: frozenset(c) for name, c in self.knobs.items()}
+
+    def __repr__(self) -> str:
+        return f"SearchSpace(rule={self.rule!r}, knobs={sorted(self.knobs)})"
+
+    # ----- configs --------------------------------------------------------------------
+    def default_config(self) -> Config:
+        config = Config.from_dict(self.rule, self._rule.default_values())
+        self.validate(config)
+        return config
+
+    def validate(self, config: Config) -> None:
+        if not isinstance(config, Config):
+            raise InvalidConfigError(f"expected a search_spaces.Config, got {type(config).__name__}")
+        if config.rule != self.rule:
+            raise InvalidConfigError(
+                f"config is for rule {config.rule!r} but this function's rule is {self.rule!r}")
+        values = dict(config.knobs)
+        missing = sorted(set(self.knobs) - set(values))
+        if missing:
+            raise InvalidConfigError(f"rule {self.rule!r}: missing knob(s) {missing}")
+        unknown = sorted(set(values) - set(self.knobs))
+        if unknown:
+            raise InvalidConfigError(
+                f"rule {self.rule!r}: unknown knob(s) {unknown}; the knobs are {sorted(self.knobs)}")
+        for name, value in values.items():
+            if value not in self._choice_sets[name]:
+                shown = list(value) if isinstance(value, tuple) else value
+                raise InvalidConfigError(
+                    f"rule {self.rule!r}: knob {name!r} value {shown!r} is not allowed; "
+                    f"allowed: {_describe_choices(self.knobs[name])}")
+        self._rule.check(values)
+
+    def is_valid(self, config: Config) -> bool:
+        try:
+            self.validate(config)
+        except InvalidConfigError:
+            return False
+        return True
+
+    def sample(self, rng: np.random.Generator) -> Config:
+        """A random valid config (rejection sampling, then a random walk from the default)."""
+        for _ in range(_SAMPLE_TRIES):
+            values = {name: choices[int(rng.integers(len(choices)))]
+                      for name, choices in self.knobs.items()}
+            config = Config.from_dict(self.rule, values)
+            if self.is_valid(config):
+                return config
+        config = self.default_config()
+        for _ in range(8):
+            config = self.mutate(config, rng)
+        return config
+
+    def mutate(self, config: Config, rng: np.random.Generator) -> Config:
+        """A valid neighbour that differs in one or two knobs (``config`` itself only
+        when no knob has a second choice)."""
+        self.validate(config)
+        mutable = [name for name, choices in self.knobs.items() if len(choices) > 1]
+        if not mutable:
+            return config
+        for _ in range(_SAMPLE_TRIES):
+            count = min(len(mutable), 1 + int(rng.random() < 0.3))
+            names = rng.choice(len(mutable), size=count, replace=False)
+            values = dict(config.knobs)
+            for index in names:
+                name = mutable[int(index)]
+                values[name] = self._neighbour(name, values[name], rng)
+            candidate = Config.from_dict(self.rule, values)
+            if candidate != config and self.is_valid(candidate):
+                return candidate
+        return config
+
+    def _neighbour(self, name: str, value, rng: np.random.Generator):
+        choices = self.knobs[name]
+        if isinstance(value, tuple) and rng.random() < 0.7:
+            moved = move_factor(value, rng)
+            if moved != value and moved in self._choice_sets[name]:
+                return moved
+        others = [c for c in choices if c != value]
+        return others[int(rng.integers(len(others)))] if others else value
+
+    # ----- scheduling -----------------------------------------------------------------
+    def apply(self, config: Config) -> Schedule:
+        """The scheduled function (``.mod``); the same config always gives the same IR."""
+        self.validate(config)
+        sch = Schedule(self.func, seed=1, error_render_level="fast")
+        try:
+            self._rule.schedule(sch, dict(config.knobs))
+        except (ScheduleError, InternalError) as err:
+            raise InvalidConfigError(
+                f"rule {self.rule!r}: config {config.to_json()} cannot be applied to this "
+                f"function: {_short(err)}") from err
+        return sch

@@ -1,0 +1,136 @@
+"""The heuristic default config of the ``tiled_reduction`` rule (no measuring).
+
+* Padding is computed per parallel tile (``compute_at``) rather than inlined: an
+  inlined ``if_then_else`` in the inner loop costs 2x on 3x3 convs here.
+* Vector axis: the contiguous output axis when it has a multiple of 16 lanes
+  (matmul columns); otherwise an axis with such lanes along which some input is
+  broadcast and whose other inputs can be packed (conv output channels, with the
+  weights packed); otherwise the contiguous axis anyway (depthwise conv, pooling).
+* Register block: the vector tile (up to 64 lanes) times "rows" of axes along
+  which the vector operand is reused, about 16 zmm accumulators in all.
+* Parallel: S0 tiles give at least 8 iterations per core, taken first from
+  sliding-window axes (output rows), then from the outer axes.
+* Reduction: the first reduction axis keeps an inner chunk of up to 256, kernel
+  window axes stay whole and inner.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .analysis import Axis
+from .tiling import largest_divisor, smallest_divisor_at_least
+
+MAX_INNER = 64
+LANES = 16  # fp32 lanes of a 512-bit vector
+ACCUMULATOR_REGISTERS = 16
+CHUNKS_PER_CORE = 8
+REDUCE_CHUNK = 256
+
+
+def full_lanes(axis: Axis) -> bool:
+    return largest_divisor(axis.extent, MAX_INNER, LANES) > 1
+
+
+def users_of(reads, name: str) -> list:
+    return [r for r in reads if any(name in dim for dim in r.dims)]
+
+
+def vectorizes_well(rule, axis: Axis, pad_mode: str) -> bool:
+    """Some input is broadcast along ``axis`` and every input that uses it has it
+    in its last dimension or in a packable one."""
+    reads = rule.reads[pad_mode]
+    packable = {buffer for buffer, _ in rule.packable[pad_mode][axis.name]}
+    users = users_of(reads, axis.name)
+    return len(users) < len(reads) and all(
+        r.buffer in packable or (r.dims and axis.name in r.dims[-1]) for r in users)
+
+
+def default_pad(rule) -> str:
+    return "compute_at" if rule.pad_block else "inline"
+
+
+def default_vector_axis(rule) -> Axis | None:
+    candidates = [a for a in rule.spatial if a.extent > 1]
+    if not candidates:
+        return None
+    last = rule.spatial[-1] if rule.spatial[-1].extent > 1 else None
+    if last is not None and full_lanes(last):
+        return last
+    for axis in candidates:
+        if full_lanes(axis) and vectorizes_well(rule, axis, default_pad(rule)):
+            return axis
+    return last or max(candidates, key=lambda a: a.extent)
+
+
+def _row_axes(rule, vector: Axis | None) -> list:
+    """Axes (inner first) along which every input that the vector axis indexes is
+    reused, so a register row costs no extra vector load."""
+    reads = rule.reads[default_pad(rule)]
+    vector_users = users_of(reads, vector.name) if vector is not None else reads
+    return [a for a in reversed(rule.spatial)
+            if a is not vector and a.extent > 1
+            and not any(users_of(vector_users, a.name))]
+
+
+def _window_axes(rule) -> list:
+    reads = rule.reads[default_pad(rule)]
+    reduce = {a.name for a in rule.reduce if a.extent > 1}
+    return [a for a in rule.spatial
+            if any(a.name in dim and dim & reduce for r in reads for dim in r.dims)]
+
+
+def _parallel_split(rule, rest: dict) -> dict:
+    """S0 factors, window axes first, until the parallel loop has enough iterations."""
+    want = CHUNKS_PER_CORE * rule.num_cores
+    windows = _window_axes(rule)
+    order = windows + [a for a in rule.spatial if a not in windows]
+    outer = {a.name: 1 for a in rule.spatial}
+    for axis in order:
+        need = math.ceil(want / math.prod(outer.values()))
+        if need <= 1:
+            break
+        factor = largest_divisor(rest[axis.name], need)
+        if factor < need and rest[axis.name] > 1:
+            factor = smallest_divisor_at_least(rest[axis.name], need)
+        outer[axis.name] = factor
+    return outer
+
+
+def default_tiles(rule, vector: Axis | None) -> dict:
+    rest = {a.name: a.extent for a in rule.spatial}
+    inner = {a.name: 1 for a in rule.spatial}
+    budget = ACCUMULATOR_REGISTERS
+    if vector is not None:
+        lanes = largest_divisor(vector.extent, MAX_INNER, LANES)
+        lanes = lanes if lanes > 1 else largest_divisor(vector.extent, MAX_INNER)
+        inner[vector.name], rest[vector.name] = lanes, vector.extent // lanes
+        budget = max(1, budget // math.ceil(lanes / LANES))
+    for axis in _row_axes(rule, vector):
+        rows = largest_divisor(rest[axis.name], budget)
+        inner[axis.name], rest[axis.name] = rows, rest[axis.name] // rows
+        budget //= rows
+    outer = _parallel_split(rule, rest)
+    tiles = {}
+    for axis in rule.spatial:
+        if axis.extent > 1:
+            s0 = outer[axis.name]
+            tiles["tile_" + axis.name] = (s0, rest[axis.name] // s0, 1, inner[axis.name])
+    for index, axis in enumerate(a for a in rule.reduce if a.extent > 1):
+        chunk = largest_divisor(axis.extent, REDUCE_CHUNK) if index == 0 else axis.extent
+        tiles["tile_" + axis.name] = (axis.extent // chunk, chunk)
+    return tiles
+
+
+def default_values(rule) -> dict:
+    values = {"order": "SSRSRS", "parallel": 1, "write_back": 1, "unroll": 64}
+    if rule.pad_block:
+        values["pad"] = default_pad(rule)
+    vector = default_vector_axis(rule)
+    if vector is not None:
+        values["vector_axis"] = vector.name
+    values.update(default_tiles(rule, vector))
+    if "pack" in rule.knobs:
+        lanes = values["tile_" + vector.name][-1] if vector is not None else 1
+        values["pack"] = lanes > 1 and rule.pack_effect(values.get("vector_axis"), values.get("pad", "inline"))
+    return values

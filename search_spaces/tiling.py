@@ -1,0 +1,73 @@
+"""Integer helpers for tile sizes: divisors, perfect tilings and neighbour moves."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+
+@lru_cache(maxsize=None)
+def divisors(n: int) -> tuple[int, ...]:
+    small = [d for d in range(1, int(n ** 0.5) + 1) if n % d == 0]
+    return tuple(sorted(set(small + [n // d for d in small])))
+
+
+@lru_cache(maxsize=None)
+def perfect_tilings(extent: int, levels: int, max_innermost: int = 0) -> tuple[tuple[int, ...], ...]:
+    """All ordered ``levels``-tuples of positive ints whose product is ``extent``
+    (outermost first), with the innermost factor at most ``max_innermost`` (0: no limit)."""
+    if levels == 1:
+        ok = max_innermost <= 0 or extent <= max_innermost
+        return ((extent,),) if ok else ()
+    out = []
+    for d in divisors(extent):
+        for rest in perfect_tilings(extent // d, levels - 1, max_innermost):
+            out.append((d,) + rest)
+    return tuple(out)
+
+
+def largest_divisor(n: int, limit: int, multiple_of: int = 1) -> int:
+    """The largest divisor of ``n`` that is at most ``limit`` and a multiple of
+    ``multiple_of``; 1 if there is none."""
+    best = 1
+    for d in divisors(n):
+        if d <= limit and d % multiple_of == 0:
+            best = d
+    return best
+
+
+def smallest_divisor_at_least(n: int, low: int) -> int:
+    """The smallest divisor of ``n`` that is at least ``low`` (``n`` if none)."""
+    for d in divisors(n):
+        if d >= low:
+            return d
+    return n
+
+
+def prime_factors(n: int) -> list[int]:
+    out, p = [], 2
+    while p * p <= n:
+        while n % p == 0:
+            out.append(p)
+            n //= p
+        p += 1
+    if n > 1:
+        out.append(n)
+    return out
+
+
+def move_factor(tile: tuple[int, ...], rng: np.random.Generator) -> tuple[int, ...]:
+    """A neighbouring tiling: one prime factor moved from one level to another."""
+    sources = [i for i, t in enumerate(tile) if t > 1]
+    if not sources or len(tile) < 2:
+        return tile
+    src = sources[int(rng.integers(len(sources)))]
+    dst = int(rng.integers(len(tile) - 1))
+    dst = dst + 1 if dst >= src else dst
+    factors = prime_factors(tile[src])
+    p = factors[int(rng.integers(len(factors)))]
+    out = list(tile)
+    out[src] //= p
+    out[dst] *= p
+    return tuple(out)

@@ -1,0 +1,106 @@
+"""Building from the cache, exporting, loading back, and comparing with ONNX Runtime."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+import tuner
+from benchmarks.models import conv_model, gemm_model, mlp_model, resnet18_model, small_cnn_model
+from conftest import run_cli
+from tuner.bench import onnxruntime_session, random_inputs
+from tuner.records import MeasureResult, Record
+
+
+def _reference(model, arrays, backend):
+    session = onnxruntime_session(model, backend.num_cores)
+    return session.run(None, {spec.name: a for spec, a in zip(model.inputs, arrays)})
+
+
+def test_build_from_empty_cache_runs_and_matches(tmp_path, backend, cache):
+    model = tuner.load(small_cnn_model(channels=7, size=13))
+    built = tuner.build(model, backend, cache)
+    assert built.coverage.tasks_tuned == 0 and built.coverage.tasks == len(built.schedules) > 1
+    assert "0/" in built.coverage.line()
+    arrays = random_inputs(model.inputs, seed=3)
+    (got,) = built.runner().run(*arrays)
+    (want,) = _reference(model, arrays, backend)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+    path = built.export(tmp_path / "cnn.so")
+    loaded = tuner.load_module(path)
+    (again,) = loaded.run(x=arrays[0])
+    np.testing.assert_allclose(again, got, rtol=1e-6, atol=1e-6)
+    with pytest.raises(tuner.ShapeError, match="shape"):
+        loaded.run(np.zeros((1, 3, 5, 5), np.float32))
+
+
+def test_cached_record_is_used_only_for_its_backend(backend, cache):
+    import search_spaces
+
+    model = tuner.load(small_cnn_model(channels=8, size=12))
+    task = tuner.partition(model, backend).tasks[0]
+    config = search_spaces.space_for(task.func, backend.tvm_target()).default_config()
+    other = tuner.resolve_backend({**backend.target, "num-cores": backend.num_cores + 1})
+    cache.add(Record(other.key, task.workload_key, task.name, config.to_json(), MeasureResult((1e-5,))))
+    assert tuner.build(model, backend, cache).coverage.tasks_tuned == 0
+
+    cache.add(Record(backend.key, task.workload_key, task.name, config.to_json(), MeasureResult((1e-4,))))
+    built = tuner.build(model, backend, cache)
+    coverage = built.coverage
+    assert coverage.tasks_tuned == 1 and 0 < coverage.flops_share_tuned < 1
+    (schedule,) = [s for s in built.schedules if s.source == "cache"]
+    assert schedule.workload_key == task.workload_key and schedule.cached_cost_s == pytest.approx(1e-4)
+
+
+def test_unusable_cached_config_falls_back_to_default(backend, cache):
+    model = tuner.load(gemm_model(batch=2, in_features=9, out_features=5))
+    task = tuner.partition(model, backend).tasks[0]
+    bogus = json.dumps({"rule": "no_such_rule", "knobs": {"a": 1}})
+    cache.add(Record(backend.key, task.workload_key, task.name, bogus, MeasureResult((1e-6,))))
+    built = tuner.build(model, backend, cache)
+    assert built.schedules[0].source == "default" and "rejected" in built.schedules[0].note
+    arrays = random_inputs(model.inputs)
+    np.testing.assert_allclose(built.runner().run(*arrays)[0], _reference(model, arrays, backend)[0],
+                               rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, proto", [
+    ("conv", conv_model(in_channels=16, out_channels=24, size=20, stride=2)),
+    ("gemm", gemm_model(batch=4, in_features=64, out_features=48, relu=True)),
+    ("mlp", mlp_model(batch=4, sizes=(64, 96, 10))),
+    ("resnet18", resnet18_model(size=64)),
+])
+def test_cli_tasks_build_bench(tmp_path, name, proto):
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(proto, str(path))
+    db = tmp_path / "cache.sqlite"
+    tasks = run_cli("tasks", path, "--json")
+    assert tasks.returncode == 0, tasks.stderr
+    assert len(json.loads(tasks.stdout)["tasks"]) >= 1
+
+    built = run_cli("build", path, "--cache", db, "-o", tmp_path / f"{name}.so")
+    assert built.returncode == 0, built.stderr
+    assert "tasks had a tuning record" in built.stdout
+    assert (tmp_path / f"{name}.so").is_file() and (tmp_path / f"{name}.so.json").is_file()
+
+    report_path = tmp_path / "bench.json"
+    bench = run_cli("bench", path, "--cache", db, "--json", report_path, "--repeat", "3")
+    assert bench.returncode == 0, bench.stderr
+    report = json.loads(report_path.read_text())
+    for key in ("model", "backend", "tuner_ms", "onnxruntime_ms", "speedup_vs_onnxruntime", "max_abs_err",
+                "tasks", "tasks_tuned"):
+        assert key in report
+    assert report["tuner_ms"] > 0 and report["onnxruntime_ms"] > 0
+    assert report["speedup_vs_onnxruntime"] == pytest.approx(report["onnxruntime_ms"] / report["tuner_ms"])
+    assert report["max_abs_err"] < 1e-3 * max(1.0, _output_scale(proto))
+
+
+def _output_scale(proto):
+    from benchmarks.models import random_inputs as model_inputs
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return float(np.abs(session.run(None, model_inputs(proto))[0]).max())

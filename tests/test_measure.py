@@ -1,0 +1,83 @@
+"""Real measurement in worker processes: crashes, hangs and wrong numbers become recorded errors."""
+
+import json
+import sys
+
+import cloudpickle
+import pytest
+
+import tuner
+from benchmarks.models import gemm_model
+from tuner.measure import LocalMeasurer, MeasureSettings
+
+pytestmark = pytest.mark.slow
+
+
+def inject_build(tir_json, config_json, target, path):
+    """A build function for tests: the config's "inject" knob picks a misbehaving kernel."""
+    import tvm
+    from tvm.script import tirx as T
+
+    from tuner.workers import build_candidate
+
+    kind = json.loads(config_json)["knobs"].get("inject")
+    if kind is None:
+        return build_candidate(tir_json, config_json, target, path)
+    func = tvm.ir.load_json(tir_json)
+    shapes = [[int(d) for d in p.ty.shape] for p in func.params]
+    m, k = shapes[0]
+    n = shapes[-1][1]
+
+    @T.prim_func
+    def bad(X: T.Buffer((m, k), "float32"), W: T.Buffer((k, n), "float32"), B: T.Buffer((n,), "float32"),
+            Y: T.Buffer((m, n), "float32")):
+        T.func_attr({"global_symbol": "main"})
+        for i, j in T.grid(m, n):
+            if kind == "crash":
+                T.evaluate(T.call_extern("int32", "abort"))
+            if kind == "hang":
+                T.evaluate(T.call_extern("int32", "sleep", 3600))
+            Y[i, j] = T.float32(12345.0)
+
+    tvm.compile(tvm.IRModule({"main": bad}), target=tvm.target.Target(target)).export_library(path)
+    return {"status": "ok", "path": path}
+
+
+@pytest.fixture(scope="module")
+def task():
+    backend = tuner.resolve_backend()
+    parts = tuner.partition(tuner.load(gemm_model(batch=4, in_features=24, out_features=8)), backend)
+    assert len(parts.tasks) == 1
+    return parts.tasks[0]
+
+
+def _config(space, **inject):
+    default = space.default_config()
+    return default.replace(**inject) if inject else default
+
+
+def test_errors_are_recorded_and_measuring_goes_on(task, backend):
+    import search_spaces
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    space = search_spaces.space_for(task.func, backend.tvm_target())
+    configs = [_config(space, inject="crash"), _config(space, inject="hang"), _config(space, inject="wrong"),
+               _config(space)]
+    settings = MeasureSettings(run_timeout_s=5, repeat=2, min_repeat_ms=1)
+    with LocalMeasurer(backend, settings, build_fn=inject_build) as measurer:
+        crash, hang, wrong, good = measurer.measure(task, configs)
+        again = measurer.measure(task, [_config(space)])[0]
+    assert crash.error_kind == "crash", crash.error_msg
+    assert hang.error_kind == "timeout"
+    assert wrong.error_kind == "wrong_result" and "differs" in wrong.error_msg
+    assert good.ok and len(good.costs_s) == 2 and all(c > 0 for c in good.costs_s)
+    assert again.ok
+
+
+def test_invalid_config_is_an_error_not_a_crash(task, backend):
+    import search_spaces
+
+    bad = search_spaces.Config.from_dict("no_such_rule", {"x": 1})
+    with LocalMeasurer(backend, MeasureSettings(repeat=1, min_repeat_ms=1)) as measurer:
+        (result,) = measurer.measure(task, [bad])
+    assert result.error_kind == "invalid_config" and "no_such_rule" in result.error_msg

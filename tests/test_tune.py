@@ -1,0 +1,105 @@
+"""The tuning loop: budget accounting, resumption, storage, with a fake and with real measurement."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import onnx
+import pytest
+
+import tuner
+from benchmarks.models import mlp_model, small_cnn_model
+from tuner.records import MeasureResult
+from tuner.tune import TuneSettings, tune
+
+
+class FakeMeasurer:
+    """Deterministic costs from the config's text; every 7th config fails to build."""
+
+    def __init__(self):
+        self.measured = []
+
+    def measure(self, task, configs):
+        results = []
+        for config in configs:
+            self.measured.append((task.workload_key, config.to_json()))
+            digest = int(hashlib.sha256(config.to_json().encode()).hexdigest(), 16)
+            if digest % 7 == 0:
+                results.append(MeasureResult.error("build", "fake failure"))
+            else:
+                results.append(MeasureResult((1e-4 * (1 + digest % 1000),)))
+        return results
+
+
+@pytest.fixture
+def model():
+    return tuner.load(small_cnn_model(channels=8, size=12))
+
+
+def test_budget_counts_the_cache_and_nothing_is_measured_twice(model, backend, cache):
+    fake = FakeMeasurer()
+    first = tune(model, backend, cache, TuneSettings(trials=40, batch_size=8), measurer=fake, progress=False)
+    assert first.measured == 40 == cache.count()
+    again = tune(model, backend, cache, TuneSettings(trials=40, batch_size=8), measurer=fake, progress=False)
+    assert again.measured == 0
+    more = tune(model, backend, cache, TuneSettings(trials=70, batch_size=8), measurer=fake, progress=False)
+    assert more.measured == 30 and cache.count() == 70
+    assert len(set(fake.measured)) == len(fake.measured) == 70
+    assert all(task["trials"] >= 1 for task in more.tasks)
+
+
+def test_search_improves_on_the_default(model, backend, cache):
+    fake = FakeMeasurer()
+    report = tune(model, backend, cache, TuneSettings(trials=60, batch_size=6), measurer=fake, progress=False)
+    for task in report.tasks:
+        first = next(r for r in cache.records(backend.key, task["workload_key"]) if r.result.ok)
+        assert task["best_ms"] <= first.result.mean_s * 1e3
+    assert any(task["best_ms"] < next(r for r in cache.records(backend.key, task["workload_key"])
+                                      if r.result.ok).result.mean_s * 1e3 for task in report.tasks)
+
+
+def test_every_task_gets_a_record_and_build_uses_them(model, backend, cache):
+    report = tune(model, backend, cache, TuneSettings(trials=24, batch_size=4), measurer=FakeMeasurer(),
+                  progress=False)
+    assert all(task["best_ms"] is not None for task in report.tasks)
+    built = tuner.build(model, backend, cache)
+    assert built.coverage.tasks_tuned == built.coverage.tasks
+
+
+def test_bad_settings_are_rejected():
+    with pytest.raises(tuner.TunerError, match="trial budget"):
+        TuneSettings(trials=-1)
+    with pytest.raises(tuner.TunerError, match="batch size"):
+        TuneSettings(trials=1, batch_size=0)
+
+
+@pytest.mark.slow
+def test_real_tuning_survives_sigkill(tmp_path):
+    path = tmp_path / "mlp.onnx"
+    onnx.save(mlp_model(batch=2, sizes=(32, 48, 8)), str(path))
+    db = tmp_path / "cache.sqlite"
+    args = [sys.executable, "-m", "tuner.cli", "tune", str(path), "--cache", str(db), "--trials", "40",
+            "--batch-size", "4", "--quiet"]
+    victim = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    with tuner.Cache(db) as cache:
+        while cache.count() < 8 and time.time() < deadline and victim.poll() is None:
+            time.sleep(0.2)
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait()
+        stored = {(r.workload_key, r.config) for r in cache.records()}
+    assert 8 <= len(stored) < 40
+
+    report_path = tmp_path / "report.json"
+    finished = subprocess.run(args + ["--json", str(report_path)], capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr
+    report = json.loads(report_path.read_text())
+    with tuner.Cache(db) as cache:
+        records = list(cache.records())
+    assert len(records) == 40 == len({(r.workload_key, r.config) for r in records})
+    assert report["measured"] == 40 - len(stored)
+    assert all(task["best_ms"] is not None for task in report["tasks"])

@@ -1,0 +1,151 @@
+"""Measure candidates on this machine: parallel builds, then isolated, timed runs.
+
+Builds run in a pool of worker processes. Runs happen one at a time in a
+separate worker process with a timeout, only after the batch's builds have
+finished, so nothing else runs on the cores while a candidate is timed. A
+crash, a hang or a wrong result becomes a :class:`MeasureResult` error and
+tuning goes on; an exception of any other kind is a bug and propagates.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+
+from .records import MeasureResult
+from .workers import RESULT_OK, build_candidate, random_arguments, run_candidate, write_reference
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How candidates are built and timed."""
+
+    build_workers: int | None = None  # default: the backend's core count
+    build_timeout_s: float = 60.0
+    run_timeout_s: float = 30.0
+    repeat: int = 5
+    min_repeat_ms: int = 20
+    check_first: int = 4  # per task, the first candidates run are checked against the unscheduled function
+    rtol: float = 1e-3
+    atol: float = 1e-4
+
+    def __post_init__(self):
+        if self.repeat < 1 or self.min_repeat_ms < 0 or self.build_timeout_s <= 0 or self.run_timeout_s <= 0:
+            raise ValueError(f"invalid measure settings: {self}")
+
+
+@dataclass
+class _TaskIO:
+    io_dir: str
+    num_args: int
+    num_outputs: int
+    reference_ok: bool
+    checked: int = 0
+
+
+@dataclass
+class LocalMeasurer:
+    """Builds with ``settings.build_workers`` processes and times each candidate in an isolated process."""
+
+    backend: object
+    settings: MeasureSettings = field(default_factory=MeasureSettings)
+    build_fn: object = build_candidate  # (tir_json, config_json, target, path) -> dict; runs in a worker
+
+    def __post_init__(self):
+        from tvm.support.popen_pool import PopenPoolExecutor
+
+        workers = self.settings.build_workers or self.backend.num_cores
+        self._work_dir = tempfile.mkdtemp(prefix="tuner-measure-")
+        self._builders = PopenPoolExecutor(max_workers=workers, timeout=self.settings.build_timeout_s)
+        self._runner = PopenPoolExecutor(max_workers=1, timeout=self.settings.run_timeout_s)
+        self._tasks: dict[str, _TaskIO] = {}
+        self._count = 0
+
+    def close(self) -> None:
+        self._builders.shutdown(wait=False)
+        self._runner.shutdown(wait=False)
+        shutil.rmtree(self._work_dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def measure(self, task, configs) -> list[MeasureResult]:
+        """Build all ``configs`` of ``task`` in parallel, then run them one by one."""
+        io = self._prepare(task)
+        built = self._build_all(task, configs)
+        results = []
+        for outcome in built:
+            if isinstance(outcome, MeasureResult):
+                results.append(outcome)
+                continue
+            check = io.reference_ok and io.checked < self.settings.check_first
+            io.checked += int(check)
+            results.append(self._run(outcome, io, check))
+            os.remove(outcome)
+        return results
+
+    def _prepare(self, task) -> _TaskIO:
+        import tvm
+
+        if task.workload_key not in self._tasks:
+            io_dir = os.path.join(self._work_dir, task.workload_key)
+            future = self._builders.submit(write_reference, tvm.ir.save_json(task.func), self.backend.target,
+                                           io_dir, task.num_outputs)
+            outcome = _outcome(future)
+            ok = outcome.get("status") == RESULT_OK
+            self._tasks[task.workload_key] = _TaskIO(io_dir, len(task.func.params), task.num_outputs, ok)
+            if not ok:  # without a reference we can still time candidates on fresh inputs
+                _write_plain_inputs(task, io_dir)
+        return self._tasks[task.workload_key]
+
+    def _build_all(self, task, configs) -> list:
+        import tvm
+
+        tir_json = tvm.ir.save_json(task.func)
+        futures = []
+        for config in configs:
+            self._count += 1
+            path = os.path.join(self._work_dir, f"candidate{self._count}.so")
+            futures.append(self._builders.submit(self.build_fn, tir_json, config.to_json(),
+                                                 self.backend.target, path))
+        outcomes = []
+        for future in futures:
+            outcome = _outcome(future, timeout_kind="timeout", crash_kind="crash", stage="build")
+            if outcome["status"] == RESULT_OK:
+                outcomes.append(outcome["path"])
+            else:
+                outcomes.append(MeasureResult.error(outcome["status"], outcome["message"]))
+        return outcomes
+
+    def _run(self, path: str, io: _TaskIO, check: bool) -> MeasureResult:
+        settings = {"num_threads": self.backend.num_cores, "repeat": self.settings.repeat,
+                    "min_repeat_ms": self.settings.min_repeat_ms, "rtol": self.settings.rtol,
+                    "atol": self.settings.atol}
+        future = self._runner.submit(run_candidate, path, io.io_dir, io.num_args, io.num_outputs, check, settings)
+        outcome = _outcome(future, timeout_kind="timeout", crash_kind="crash", stage="run")
+        if outcome["status"] == RESULT_OK:
+            return MeasureResult(tuple(outcome["costs_s"]))
+        return MeasureResult.error(outcome["status"], outcome["message"])
+
+
+def _outcome(future, timeout_kind="timeout", crash_kind="crash", stage="reference") -> dict:
+    """A worker's result dict; a timeout or a dead worker becomes an error dict. Other exceptions propagate."""
+    try:
+        return future.result()
+    except TimeoutError:
+        return {"status": timeout_kind, "message": f"{stage} did not finish within its time limit"}
+    except ChildProcessError:
+        return {"status": crash_kind, "message": f"the {stage} worker process died (crash or signal)"}
+
+
+def _write_plain_inputs(task, io_dir: str) -> None:
+    import numpy as np
+
+    os.makedirs(io_dir, exist_ok=True)
+    for index, array in enumerate(random_arguments(task.func, 0)):
+        np.save(os.path.join(io_dir, f"arg{index}.npy"), array)

@@ -1,0 +1,241 @@
+"""Tune a model: spend a trial budget over its tasks, measure candidates, store every result.
+
+The budget counts what the cache already holds for this model on this backend,
+so a re-run after a crash continues up to the same total and a larger budget
+tunes further. Each batch is written to the cache as soon as it is measured.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import TunerError
+from .progress import Progress
+from .records import Record
+from .tasks import partition
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """``trials`` is the model's total budget on the backend, records already in the cache included."""
+
+    trials: int
+    batch_size: int = 16
+    seed: int = 0
+    mutate_share: float = 0.5  # share of a batch made by mutating the best configs found so far
+    top_k: int = 4
+
+    def __post_init__(self):
+        if self.trials < 0:
+            raise TunerError(f"the trial budget must be zero or more, got {self.trials}")
+        if self.batch_size < 1:
+            raise TunerError(f"the batch size must be at least 1, got {self.batch_size}")
+        if not 0.0 <= self.mutate_share <= 1.0:
+            raise TunerError(f"mutate_share must be between 0 and 1, got {self.mutate_share}")
+
+
+@dataclass
+class TaskState:
+    """What the tuner knows of one task: its space, the configs tried, the best cost."""
+
+    task: object
+    space: object
+    target_trials: int = 0
+    seen: set = field(default_factory=set)
+    best: list = field(default_factory=list)  # (cost_s, config_json), best first, at most top_k
+    trials: int = 0
+    exhausted: bool = False
+
+    @property
+    def best_s(self) -> float | None:
+        return self.best[0][0] if self.best else None
+
+    def observe(self, config_json: str, result, top_k: int) -> None:
+        self.seen.add(config_json)
+        self.trials += 1
+        if result.ok:
+            self.best.append((result.mean_s, config_json))
+            self.best.sort()
+            del self.best[top_k:]
+
+
+@dataclass(frozen=True)
+class TuneReport:
+    model: str
+    backend: str
+    trials: int
+    measured: int
+    elapsed_s: float
+    tasks: tuple[dict, ...]
+
+    @property
+    def estimated_ms(self) -> float | None:
+        """Sum of weight x best latency, when every task has a measured config."""
+        if any(task["best_ms"] is None for task in self.tasks):
+            return None
+        return sum(task["weight"] * task["best_ms"] for task in self.tasks)
+
+    def to_json(self) -> dict:
+        return {"model": self.model, "backend": self.backend, "trials": self.trials, "measured": self.measured,
+                "elapsed_s": self.elapsed_s, "estimated_ms": self.estimated_ms, "tasks": list(self.tasks)}
+
+    def table(self) -> str:
+        lines = [f"{'task':<48} {'weight':>6} {'trials':>6} {'best ms':>10} {'GFLOP/s':>9}"]
+        for task in self.tasks:
+            best = f"{task['best_ms']:.4f}" if task["best_ms"] is not None else "-"
+            gflops = f"{task['gflops']:.1f}" if task["gflops"] is not None else "-"
+            lines.append(f"{task['name'][:48]:<48} {task['weight']:>6} {task['trials']:>6} {best:>10} {gflops:>9}")
+        estimate = f"{self.estimated_ms:.3f} ms" if self.estimated_ms is not None else "unknown (untuned tasks)"
+        lines.append(f"measured {self.measured} candidates in {self.elapsed_s:.0f} s; "
+                     f"estimated model latency {estimate}")
+        return "\n".join(lines)
+
+
+def _load_state(task, space, cache, backend, top_k: int) -> TaskState:
+    state = TaskState(task, space)
+    for record in cache.records(backend.key, task.workload_key):
+        state.observe(record.config, record.result, top_k)
+    return state
+
+
+def allocate(states: list[TaskState], trials: int) -> None:
+    """Split the budget: every task first gets an equal floor, the rest goes by weight x FLOPs."""
+    if not states:
+        return
+    floor = min(trials // len(states), 32)
+    rest = trials - floor * len(states)
+    work = [max(s.task.weight * s.task.flops, 1.0) for s in states]
+    shares = [rest * amount / sum(work) for amount in work]
+    for state, share in zip(states, shares):
+        state.target_trials = floor + int(share)
+    leftover = trials - sum(state.target_trials for state in states)
+    by_fraction = sorted(range(len(states)), key=lambda i: int(shares[i]) - shares[i])
+    for index in by_fraction[:leftover]:
+        states[index].target_trials += 1
+
+
+def _propose(state: TaskState, count: int, settings: TuneSettings, rng) -> list:
+    """New configs: the default first, then mutations of the best and random samples; none seen before."""
+    import search_spaces
+
+    configs, keys = [], set()
+
+    def offer(config) -> None:
+        key = config.to_json()
+        if key not in state.seen and key not in keys:
+            configs.append(config)
+            keys.add(key)
+
+    if not state.seen:
+        offer(state.space.default_config())
+    mutations = round(count * settings.mutate_share) if state.best else 0
+    for attempt in range(20 * count):
+        if len(configs) >= count:
+            break
+        if len(configs) < mutations and attempt < 10 * count:
+            _, parent = state.best[rng.integers(len(state.best))]
+            offer(state.space.mutate(search_spaces.Config.from_json(parent), rng))
+        else:
+            offer(state.space.sample(rng))
+    return configs
+
+
+def _next_state(states: list[TaskState]) -> TaskState | None:
+    open_states = [s for s in states if not s.exhausted and s.trials < s.target_trials]
+    if not open_states:
+        return None
+    return min(open_states, key=lambda s: (s.trials / max(s.target_trials, 1), -s.task.flops * s.task.weight))
+
+
+def tune(model, backend, cache, settings: TuneSettings, measurer=None, progress: bool = True) -> TuneReport:
+    """Tune ``model`` on ``backend`` until the cache holds ``settings.trials`` trials of its tasks."""
+    import tvm
+
+    import search_spaces
+
+    from .measure import LocalMeasurer
+
+    started = time.perf_counter()
+    parts = partition(model, backend)
+    target = backend.tvm_target()
+    cache.add_backend(backend)
+    states = []
+    for task in parts.tasks:
+        cache.add_workload(task, tvm.ir.save_json(task.func))
+        states.append(_load_state(task, search_spaces.space_for(task.func, target), cache, backend, settings.top_k))
+    spent = sum(state.trials for state in states)
+    allocate(states, settings.trials)
+    rng = np.random.default_rng(settings.seed + spent)
+    own_measurer = measurer is None
+    measurer = measurer or LocalMeasurer(backend)
+    bar = Progress(total=settings.trials, done=spent, enabled=progress)
+    measured = 0
+    try:
+        while spent < settings.trials:
+            state = _next_state(states)
+            if state is None:  # targets met (or tasks exhausted) with budget left: hand it to the others
+                _reallocate(states, settings.trials - spent)
+                state = _next_state(states)
+                if state is None:
+                    break
+            count = min(settings.batch_size, settings.trials - spent, state.target_trials - state.trials)
+            configs = _propose(state, count, settings, rng)
+            if not configs:
+                state.exhausted = True
+                continue
+            results = measurer.measure(state.task, configs)
+            cache.add_many(_records(backend, state.task, configs, results))
+            for config, result in zip(configs, results):
+                state.observe(config.to_json(), result, settings.top_k)
+            spent += len(configs)
+            measured += len(configs)
+            bar.update(spent, _status(state, states))
+    finally:
+        bar.close()
+        if own_measurer:
+            measurer.close()
+    return TuneReport(model.name, backend.key, spent, measured, time.perf_counter() - started,
+                      tuple(_task_summary(state) for state in states))
+
+
+def _reallocate(states: list[TaskState], remaining: int) -> None:
+    """Hand budget that no task is set to use (an exhausted task's, say) to the tasks that can still use it."""
+    open_states = [s for s in states if not s.exhausted]
+    unplanned = remaining - sum(max(s.target_trials - s.trials, 0) for s in open_states)
+    if open_states and unplanned > 0:
+        extra = math.ceil(unplanned / len(open_states))
+        for state in open_states:
+            state.target_trials += extra
+
+
+def _records(backend, task, configs, results) -> list[Record]:
+    import tvm
+
+    versions = {"tvm": tvm.__version__, "rule": configs[0].rule if configs else ""}
+    return [Record(backend.key, task.workload_key, task.name, config.to_json(), result, versions)
+            for config, result in zip(configs, results)]
+
+
+def _status(state: TaskState, states: list[TaskState]) -> str:
+    best = f"{state.best_s * 1e3:.3f} ms" if state.best_s is not None else "no valid config yet"
+    known = [s for s in states if s.best_s is not None]
+    estimate = sum(s.task.weight * s.best_s for s in known) * 1e3
+    return (f"{state.task.name[:32]}: best {best} | model est. {estimate:.2f} ms "
+            f"({len(known)}/{len(states)} tasks)")
+
+
+def _task_summary(state: TaskState) -> dict:
+    task = state.task
+    best_s = state.best_s
+    return {
+        "name": task.name, "workload_key": task.workload_key, "weight": task.weight, "flops": task.flops,
+        "rule": state.space.rule, "trials": state.trials,
+        "best_ms": best_s * 1e3 if best_s is not None else None,
+        "gflops": task.flops / best_s / 1e9 if best_s else None,
+        "best_config": json.loads(state.best[0][1]) if state.best else None,
+    }
