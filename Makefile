@@ -24,6 +24,7 @@ demo: $(STAMP)
 	mkdir -p $(DEMO)
 	$(PY) -m benchmarks.models small_cnn -o $(DEMO)/small_cnn.onnx --set channels=32 --set size=32
 	$(VENV)/bin/tuner tasks $(DEMO)/small_cnn.onnx
+	$(VENV)/bin/tuner tune $(DEMO)/small_cnn.onnx --cache $(DEMO_CACHE) --trials $(DEMO_TRIALS) --json $(DEMO)/tune.json
 	$(VENV)/bin/tuner build $(DEMO)/small_cnn.onnx --cache $(DEMO_CACHE) -o $(DEMO)/small_cnn.so
 	$(VENV)/bin/tuner bench $(DEMO)/small_cnn.onnx --cache $(DEMO_CACHE) --json $(DEMO)/bench.json
 

@@ -103,3 +103,22 @@ def test_real_tuning_survives_sigkill(tmp_path):
     assert len(records) == 40 == len({(r.workload_key, r.config) for r in records})
     assert report["measured"] == 40 - len(stored)
     assert all(task["best_ms"] is not None for task in report["tasks"])
+
+
+class SlowFakeMeasurer(FakeMeasurer):
+    def measure(self, task, configs):
+        time.sleep(0.3)
+        return super().measure(task, configs)
+
+
+def test_time_budget_stops_tuning(model, backend, cache):
+    settings = TuneSettings(trials=1000, batch_size=4, time_budget_s=0.5)
+    report = tune(model, backend, cache, settings, measurer=SlowFakeMeasurer(), progress=False)
+    assert 4 <= report.measured <= 12 and cache.count() == report.measured
+
+
+def test_gradient_scheduler_tunes_every_task(model, backend, cache):
+    settings = TuneSettings(trials=48, batch_size=4, scheduler="gradient")
+    report = tune(model, backend, cache, settings, measurer=FakeMeasurer(), progress=False)
+    assert report.measured <= 48
+    assert all(task["best_ms"] is not None for task in report.tasks)

@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_cache_arg(tune)
     tune.add_argument("--trials", type=int, required=True,
                       help="total trials for this model on this backend, counting records already in the cache")
+    tune.add_argument("--time", metavar="DURATION", help="wall-clock budget, e.g. 90s, 20m, 1h (default: none)")
+    tune.add_argument("--scheduler", default="work-share", choices=["work-share", "gradient"],
+                      help="how trials are spread over tasks (default: work-share)")
     tune.add_argument("--batch-size", type=int, default=16, help="candidates measured per batch (default 16)")
     tune.add_argument("--seed", type=int, default=0)
     tune.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
@@ -113,7 +116,8 @@ def _cmd_tasks(args) -> None:
 def _cmd_tune(args) -> None:
     from .tune import TuneSettings, tune
 
-    settings = TuneSettings(trials=args.trials, batch_size=args.batch_size, seed=args.seed)
+    settings = TuneSettings(trials=args.trials, batch_size=args.batch_size, seed=args.seed,
+                            scheduler=args.scheduler, time_budget_s=parse_duration(args.time) if args.time else None)
     model, backend = _load_model(args), _backend(args)
     with _open_cache(args.cache) as cache:
         report = tune(model, backend, cache, settings, progress=not args.quiet)
@@ -121,6 +125,19 @@ def _cmd_tune(args) -> None:
     if args.json:
         with open(args.json, "w") as stream:
             json.dump(report.to_json(), stream, indent=2)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '90', '90s', '20m' or '1.5h'."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        seconds = -1.0
+    if seconds <= 0:
+        raise TunerError(f"--time {text!r} is not a positive duration such as 90s, 20m or 1h")
+    return seconds
 
 
 def _cmd_build(args) -> None:

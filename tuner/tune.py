@@ -8,7 +8,6 @@ tunes further. Each batch is written to the cache as soon as it is measured.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -17,6 +16,7 @@ import numpy as np
 from .errors import TunerError
 from .progress import Progress
 from .records import Record
+from .scheduler import create_scheduler
 from .tasks import partition
 
 
@@ -29,6 +29,8 @@ class TuneSettings:
     seed: int = 0
     mutate_share: float = 0.5  # share of a batch made by mutating the best configs found so far
     top_k: int = 4
+    scheduler: str = "work-share"  # or "gradient"
+    time_budget_s: float | None = None  # stop starting new batches after this long
 
     def __post_init__(self):
         if self.trials < 0:
@@ -37,6 +39,9 @@ class TuneSettings:
             raise TunerError(f"the batch size must be at least 1, got {self.batch_size}")
         if not 0.0 <= self.mutate_share <= 1.0:
             raise TunerError(f"mutate_share must be between 0 and 1, got {self.mutate_share}")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise TunerError(f"the time budget must be positive, got {self.time_budget_s} s")
+        create_scheduler(self.scheduler)
 
 
 @dataclass
@@ -50,6 +55,7 @@ class TaskState:
     best: list = field(default_factory=list)  # (cost_s, config_json), best first, at most top_k
     trials: int = 0
     exhausted: bool = False
+    history: list = field(default_factory=list)  # (trials, best_s) after each batch
 
     @property
     def best_s(self) -> float | None:
@@ -62,6 +68,10 @@ class TaskState:
             self.best.append((result.mean_s, config_json))
             self.best.sort()
             del self.best[top_k:]
+
+    def end_batch(self) -> None:
+        if self.best:
+            self.history.append((self.trials, self.best_s))
 
 
 @dataclass(frozen=True)
@@ -85,9 +95,9 @@ class TuneReport:
                 "elapsed_s": self.elapsed_s, "estimated_ms": self.estimated_ms, "tasks": list(self.tasks)}
 
     def table(self) -> str:
-        lines = [f"{'task':<48} {'weight':>6} {'trials':>6} {'best ms':>10} {'GFLOP/s':>9}"]
+        lines = [f"{'task':<48} {'weight':>6} {'trials':>6} {'best':>10} {'GFLOP/s':>9}"]
         for task in self.tasks:
-            best = f"{task['best_ms']:.4f}" if task["best_ms"] is not None else "-"
+            best = format_seconds(task["best_ms"] / 1e3) if task["best_ms"] is not None else "-"
             gflops = f"{task['gflops']:.1f}" if task["gflops"] is not None else "-"
             lines.append(f"{task['name'][:48]:<48} {task['weight']:>6} {task['trials']:>6} {best:>10} {gflops:>9}")
         estimate = f"{self.estimated_ms:.3f} ms" if self.estimated_ms is not None else "unknown (untuned tasks)"
@@ -100,23 +110,8 @@ def _load_state(task, space, cache, backend, top_k: int) -> TaskState:
     state = TaskState(task, space)
     for record in cache.records(backend.key, task.workload_key):
         state.observe(record.config, record.result, top_k)
+    state.end_batch()
     return state
-
-
-def allocate(states: list[TaskState], trials: int) -> None:
-    """Split the budget: every task first gets an equal floor, the rest goes by weight x FLOPs."""
-    if not states:
-        return
-    floor = min(trials // len(states), 32)
-    rest = trials - floor * len(states)
-    work = [max(s.task.weight * s.task.flops, 1.0) for s in states]
-    shares = [rest * amount / sum(work) for amount in work]
-    for state, share in zip(states, shares):
-        state.target_trials = floor + int(share)
-    leftover = trials - sum(state.target_trials for state in states)
-    by_fraction = sorted(range(len(states)), key=lambda i: int(shares[i]) - shares[i])
-    for index in by_fraction[:leftover]:
-        states[index].target_trials += 1
 
 
 def _propose(state: TaskState, count: int, settings: TuneSettings, rng) -> list:
@@ -145,13 +140,6 @@ def _propose(state: TaskState, count: int, settings: TuneSettings, rng) -> list:
     return configs
 
 
-def _next_state(states: list[TaskState]) -> TaskState | None:
-    open_states = [s for s in states if not s.exhausted and s.trials < s.target_trials]
-    if not open_states:
-        return None
-    return min(open_states, key=lambda s: (s.trials / max(s.target_trials, 1), -s.task.flops * s.task.weight))
-
-
 def tune(model, backend, cache, settings: TuneSettings, measurer=None, progress: bool = True) -> TuneReport:
     """Tune ``model`` on ``backend`` until the cache holds ``settings.trials`` trials of its tasks."""
     import tvm
@@ -169,20 +157,18 @@ def tune(model, backend, cache, settings: TuneSettings, measurer=None, progress:
         cache.add_workload(task, tvm.ir.save_json(task.func))
         states.append(_load_state(task, search_spaces.space_for(task.func, target), cache, backend, settings.top_k))
     spent = sum(state.trials for state in states)
-    allocate(states, settings.trials)
+    scheduler = create_scheduler(settings.scheduler)
+    scheduler.start(states, settings.trials)
     rng = np.random.default_rng(settings.seed + spent)
     own_measurer = measurer is None
     measurer = measurer or LocalMeasurer(backend)
     bar = Progress(total=settings.trials, done=spent, enabled=progress)
     measured = 0
     try:
-        while spent < settings.trials:
-            state = _next_state(states)
-            if state is None:  # targets met (or tasks exhausted) with budget left: hand it to the others
-                _reallocate(states, settings.trials - spent)
-                state = _next_state(states)
-                if state is None:
-                    break
+        while spent < settings.trials and not _out_of_time(started, settings.time_budget_s):
+            state = scheduler.next(states, settings.trials - spent)
+            if state is None:
+                break
             count = min(settings.batch_size, settings.trials - spent, state.target_trials - state.trials)
             configs = _propose(state, count, settings, rng)
             if not configs:
@@ -192,6 +178,7 @@ def tune(model, backend, cache, settings: TuneSettings, measurer=None, progress:
             cache.add_many(_records(backend, state.task, configs, results))
             for config, result in zip(configs, results):
                 state.observe(config.to_json(), result, settings.top_k)
+            state.end_batch()
             spent += len(configs)
             measured += len(configs)
             bar.update(spent, _status(state, states))
@@ -203,14 +190,8 @@ def tune(model, backend, cache, settings: TuneSettings, measurer=None, progress:
                       tuple(_task_summary(state) for state in states))
 
 
-def _reallocate(states: list[TaskState], remaining: int) -> None:
-    """Hand budget that no task is set to use (an exhausted task's, say) to the tasks that can still use it."""
-    open_states = [s for s in states if not s.exhausted]
-    unplanned = remaining - sum(max(s.target_trials - s.trials, 0) for s in open_states)
-    if open_states and unplanned > 0:
-        extra = math.ceil(unplanned / len(open_states))
-        for state in open_states:
-            state.target_trials += extra
+def _out_of_time(started: float, budget_s: float | None) -> bool:
+    return budget_s is not None and time.perf_counter() - started >= budget_s
 
 
 def _records(backend, task, configs, results) -> list[Record]:
@@ -222,11 +203,15 @@ def _records(backend, task, configs, results) -> list[Record]:
 
 
 def _status(state: TaskState, states: list[TaskState]) -> str:
-    best = f"{state.best_s * 1e3:.3f} ms" if state.best_s is not None else "no valid config yet"
+    best = format_seconds(state.best_s) if state.best_s is not None else "no valid config yet"
     known = [s for s in states if s.best_s is not None]
-    estimate = sum(s.task.weight * s.best_s for s in known) * 1e3
-    return (f"{state.task.name[:32]}: best {best} | model est. {estimate:.2f} ms "
+    estimate = sum(s.task.weight * s.best_s for s in known)
+    return (f"{state.task.name[:32]}: best {best} | model est. {format_seconds(estimate)} "
             f"({len(known)}/{len(states)} tasks)")
+
+
+def format_seconds(seconds: float) -> str:
+    return f"{seconds * 1e6:.1f} us" if seconds < 1e-4 else f"{seconds * 1e3:.3f} ms"
 
 
 def _task_summary(state: TaskState) -> dict:
