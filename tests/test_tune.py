@@ -122,3 +122,38 @@ def test_gradient_scheduler_tunes_every_task(model, backend, cache):
     report = tune(model, backend, cache, settings, measurer=FakeMeasurer(), progress=False)
     assert report.measured <= 48
     assert all(task["best_ms"] is not None for task in report.tasks)
+
+
+class KnobFakeMeasurer(FakeMeasurer):
+    """Costs that depend on each knob's value separately, so a model can learn them."""
+
+    def measure(self, task, configs):
+        results = []
+        for config in configs:
+            self.measured.append((task.workload_key, config.to_json()))
+            cost = 1e-4
+            for name, value in config.as_dict().items():
+                digest = int(hashlib.sha256(f"{name}={value}".encode()).hexdigest(), 16)
+                cost *= 1 + (digest % 100) / 100
+            results.append(MeasureResult((cost,)))
+        return results
+
+
+def test_model_guided_search_trains_stores_features_and_transfers(backend, cache):
+    first = tuner.load(small_cnn_model(channels=8, size=12))
+    fake = KnobFakeMeasurer()
+    settings = TuneSettings(trials=48, batch_size=8, search="model", population=16)
+    report = tune(first, backend, cache, settings, measurer=fake, progress=False)
+    assert report.measured == 48 and len(set(fake.measured)) == 48
+    assert report.search["strategy"] == "model" and report.search["model_trained"]
+    assert report.search["transferred_rows"] == 0
+    import costmodel
+
+    task = report.tasks[0]
+    assert len(cache.features(backend.key, task["workload_key"], str(costmodel.FEATURE_VERSION))) > 0
+
+    second = tuner.load(mlp_model(batch=2, sizes=(32, 48, 8)))
+    report = tune(second, backend, cache, TuneSettings(trials=16, batch_size=8, search="model", population=16),
+                  measurer=fake, progress=False)
+    assert report.search["transferred_rows"] >= 40  # the first model's records, from stored features
+    assert report.search["model_trained"]

@@ -47,6 +47,15 @@ CREATE TABLE IF NOT EXISTS records (
     UNIQUE (backend_key, workload_key, config_hash)
 );
 CREATE INDEX IF NOT EXISTS records_best ON records (backend_key, workload_key, mean_cost_s);
+CREATE TABLE IF NOT EXISTS features (
+    backend_key TEXT NOT NULL,
+    workload_key TEXT NOT NULL,
+    feature_version TEXT NOT NULL,
+    config TEXT NOT NULL,
+    config_hash TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (backend_key, workload_key, feature_version, config_hash)
+);
 """
 
 
@@ -101,7 +110,25 @@ class Cache:
                 " result, mean_cost_s, error_kind, versions, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
             return conn.total_changes - before
 
+    def add_features(self, backend_key: str, workload_key: str, feature_version: str, items) -> None:
+        """Store feature rows (float32) of configs: ``items`` is [(config JSON, row), ...]."""
+        import numpy as np
+
+        rows = [(backend_key, workload_key, feature_version, config, config_hash(config),
+                 np.asarray(row, dtype="<f4").tobytes()) for config, row in items]
+        with self._write() as conn:
+            conn.executemany("INSERT OR IGNORE INTO features VALUES (?, ?, ?, ?, ?, ?)", rows)
+
     # -- reading ---------------------------------------------------------------------------
+    def features(self, backend_key: str, workload_key: str, feature_version: str) -> dict:
+        """{config JSON: float32 row} stored for this task on this backend."""
+        import numpy as np
+
+        rows = self._conn.execute(
+            "SELECT config, data FROM features WHERE backend_key = ? AND workload_key = ? AND feature_version = ?",
+            (backend_key, workload_key, feature_version))
+        return {config: np.frombuffer(data, dtype="<f4").copy() for config, data in rows}
+
     def best(self, backend_key: str, workload_key: str) -> Record | None:
         """The fastest successful record of this task on this backend (indexed lookup)."""
         row = self._conn.execute(
@@ -207,13 +234,13 @@ def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
         if app_id == 0 and tables == 0:
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
         elif app_id != APPLICATION_ID:
             raise CacheError(f"{path} is an SQLite database of another application, not a tuning cache")
         elif version > SCHEMA_VERSION:
             raise CacheError(f"{path} has cache schema {version}, newer than this version supports ({SCHEMA_VERSION})")
+        for statement in _SCHEMA.split(";"):  # idempotent: adds tables that older files lack
+            if statement.strip():
+                conn.execute(statement)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

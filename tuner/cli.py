@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--time", metavar="DURATION", help="wall-clock budget, e.g. 90s, 20m, 1h (default: none)")
     tune.add_argument("--scheduler", default="work-share", choices=["work-share", "gradient"],
                       help="how trials are spread over tasks (default: work-share)")
+    tune.add_argument("--search", default="random", choices=["random", "model"],
+                      help="random sampling and mutation, or cost-model-guided evolutionary search")
     tune.add_argument("--batch-size", type=int, default=16, help="candidates measured per batch (default 16)")
     tune.add_argument("--seed", type=int, default=0)
     tune.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
@@ -117,7 +119,7 @@ def _cmd_tune(args) -> None:
     from .tune import TuneSettings, tune
 
     settings = TuneSettings(trials=args.trials, batch_size=args.batch_size, seed=args.seed,
-                            scheduler=args.scheduler, time_budget_s=parse_duration(args.time) if args.time else None)
+                            scheduler=args.scheduler, search=args.search, time_budget_s=parse_duration(args.time) if args.time else None)
     model, backend = _load_model(args), _backend(args)
     with _open_cache(args.cache) as cache:
         report = tune(model, backend, cache, settings, progress=not args.quiet)

@@ -17,6 +17,7 @@ from .errors import TunerError
 from .progress import Progress
 from .records import Record
 from .scheduler import create_scheduler
+from .search import create_search
 from .tasks import partition
 
 
@@ -30,6 +31,8 @@ class TuneSettings:
     mutate_share: float = 0.5  # share of a batch made by mutating the best configs found so far
     top_k: int = 4
     scheduler: str = "work-share"  # or "gradient"
+    search: str = "random"  # or "model": cost-model-guided
+    population: int = 96  # candidates scored by the cost model per generation ("model" search)
     time_budget_s: float | None = None  # stop starting new batches after this long
 
     def __post_init__(self):
@@ -42,6 +45,8 @@ class TuneSettings:
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise TunerError(f"the time budget must be positive, got {self.time_budget_s} s")
         create_scheduler(self.scheduler)
+        if self.search not in ("random", "model"):
+            raise TunerError(f"unknown search strategy {self.search!r}; choose one of random, model")
 
 
 @dataclass
@@ -82,6 +87,7 @@ class TuneReport:
     measured: int
     elapsed_s: float
     tasks: tuple[dict, ...]
+    search: dict = field(default_factory=dict)
 
     @property
     def estimated_ms(self) -> float | None:
@@ -92,7 +98,8 @@ class TuneReport:
 
     def to_json(self) -> dict:
         return {"model": self.model, "backend": self.backend, "trials": self.trials, "measured": self.measured,
-                "elapsed_s": self.elapsed_s, "estimated_ms": self.estimated_ms, "tasks": list(self.tasks)}
+                "elapsed_s": self.elapsed_s, "estimated_ms": self.estimated_ms, "search": self.search,
+                "tasks": list(self.tasks)}
 
     def table(self) -> str:
         lines = [f"{'task':<48} {'weight':>6} {'trials':>6} {'best':>10} {'GFLOP/s':>9}"]
@@ -114,32 +121,6 @@ def _load_state(task, space, cache, backend, top_k: int) -> TaskState:
     return state
 
 
-def _propose(state: TaskState, count: int, settings: TuneSettings, rng) -> list:
-    """New configs: the default first, then mutations of the best and random samples; none seen before."""
-    import search_spaces
-
-    configs, keys = [], set()
-
-    def offer(config) -> None:
-        key = config.to_json()
-        if key not in state.seen and key not in keys:
-            configs.append(config)
-            keys.add(key)
-
-    if not state.seen:
-        offer(state.space.default_config())
-    mutations = round(count * settings.mutate_share) if state.best else 0
-    for attempt in range(20 * count):
-        if len(configs) >= count:
-            break
-        if len(configs) < mutations and attempt < 10 * count:
-            _, parent = state.best[rng.integers(len(state.best))]
-            offer(state.space.mutate(search_spaces.Config.from_json(parent), rng))
-        else:
-            offer(state.space.sample(rng))
-    return configs
-
-
 def tune(model, backend, cache, settings: TuneSettings, measurer=None, progress: bool = True) -> TuneReport:
     """Tune ``model`` on ``backend`` until the cache holds ``settings.trials`` trials of its tasks."""
     import tvm
@@ -159,6 +140,10 @@ def tune(model, backend, cache, settings: TuneSettings, measurer=None, progress:
     spent = sum(state.trials for state in states)
     scheduler = create_scheduler(settings.scheduler)
     scheduler.start(states, settings.trials)
+    strategy = create_search(settings.search, backend, cache, seed=settings.seed, mutate_share=settings.mutate_share,
+                             population=settings.population)
+    if spent < settings.trials:
+        strategy.start(states)
     rng = np.random.default_rng(settings.seed + spent)
     own_measurer = measurer is None
     measurer = measurer or LocalMeasurer(backend)
@@ -170,7 +155,7 @@ def tune(model, backend, cache, settings: TuneSettings, measurer=None, progress:
             if state is None:
                 break
             count = min(settings.batch_size, settings.trials - spent, state.target_trials - state.trials)
-            configs = _propose(state, count, settings, rng)
+            configs = strategy.propose(state, count, rng)
             if not configs:
                 state.exhausted = True
                 continue
@@ -179,6 +164,7 @@ def tune(model, backend, cache, settings: TuneSettings, measurer=None, progress:
             for config, result in zip(configs, results):
                 state.observe(config.to_json(), result, settings.top_k)
             state.end_batch()
+            strategy.observe(state, configs, results)
             spent += len(configs)
             measured += len(configs)
             bar.update(spent, _status(state, states))
@@ -187,7 +173,7 @@ def tune(model, backend, cache, settings: TuneSettings, measurer=None, progress:
         if own_measurer:
             measurer.close()
     return TuneReport(model.name, backend.key, spent, measured, time.perf_counter() - started,
-                      tuple(_task_summary(state) for state in states))
+                      tuple(_task_summary(state) for state in states), strategy.describe())
 
 
 def _out_of_time(started: float, budget_s: float | None) -> bool:
