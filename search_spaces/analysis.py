@@ -44,8 +44,10 @@ class BlockInfo:
     axes: tuple[Axis, ...]
     reads: tuple[Access, ...]
     writes: tuple[str, ...]
+    write_dims: tuple[frozenset, ...]  # iterators used by each index of the first write
     has_init: bool
     simple_nest: bool  # loops == iterators, bound 1:1 in order, no predicate
+    conditional: bool  # the body selects (if_then_else / Select), as padding does
 
     @property
     def is_reduction(self) -> bool:
@@ -106,16 +108,32 @@ def block_reads(block: SBlock) -> tuple[Access, ...]:
         for r in block.reads if r.source.name not in written)
 
 
+def _is_conditional(stmt) -> bool:
+    found = []
+
+    def visit(node):
+        if isinstance(node, tirx.Select) or (
+                isinstance(node, tvm.ir.expr.Call) and str(node.op.name).endswith("if_then_else")):
+            found.append(node)
+
+    tvm_ffi.structural_walk(stmt, ((tvm.ir.expr.Call, tirx.Select), visit), order="post")
+    return bool(found)
+
+
 def _block_info(realize: SBlockRealize, loops: list) -> BlockInfo:
     block: SBlock = realize.block
     axes = block_axes(block)
+    names_by_var = {a.var: a.name for a in axes}
     written = tuple(w.source.name for w in block.writes)
+    write_dims = tuple(_used_names(rng.min, names_by_var) for rng in block.writes[0].region) \
+        if block.writes else ()
     reads = block_reads(block)
     simple = (len(loops) == len(axes)
               and all(v.same_as(loop.loop_var) for v, loop in zip(realize.iter_values, loops))
               and all(int(loop.extent) == a.extent for loop, a in zip(loops, axes))
               and isinstance(realize.predicate, tvm.tirx.IntImm) and int(realize.predicate) == 1)
-    return BlockInfo(block.name_hint, axes, reads, written, block.init is not None, simple)
+    return BlockInfo(block.name_hint, axes, reads, written, write_dims, block.init is not None,
+                     simple, _is_conditional(block.body))
 
 
 def _walk(stmt, loops: list, out: list) -> bool:
@@ -169,20 +187,15 @@ def loop_kinds(sch, block, loops: list) -> list:
 def has_data_reuse(block: BlockInfo) -> bool:
     """True if the reduction reuses its inputs: an input misses a spatial iterator
     (matmul, conv weights) or mixes spatial and reduction iterators in one index
-    (a sliding window: conv, pooling). Softmax/mean/norm reductions have neither."""
-    spatial = {a.name for a in block.axes if a.kind == SPATIAL and a.extent > 1}
+    (a sliding window: conv, pooling; also when the output is 1x1). Softmax, mean
+    and norm reductions have neither."""
+    spatial = {a.name for a in block.axes if a.kind == SPATIAL}
+    wide = {a.name for a in block.axes if a.kind == SPATIAL and a.extent > 1}
     reduce = {a.name for a in block.axes if a.kind == REDUCE and a.extent > 1}
     for access in block.reads:
         used = frozenset().union(*access.dims) if access.dims else frozenset()
-        if spatial - used:
+        if wide - used:
             return True
         if any(dim & spatial and dim & reduce for dim in access.dims):
             return True
     return False
-
-
-def contiguous_axis(block: BlockInfo) -> str | None:
-    """The spatial iterator that indexes the last dimension of the written buffer
-    (the block's last spatial iterator for the normal form), if its extent > 1."""
-    spatial = [a for a in block.axes if a.kind == SPATIAL]
-    return spatial[-1].name if spatial and spatial[-1].extent > 1 else None

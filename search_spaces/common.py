@@ -7,10 +7,8 @@ from tvm.s_tir import Schedule
 from tvm.s_tir.schedule import ScheduleError
 
 from .analysis import FuncInfo
-from .tiling import largest_divisor
 
 UNROLL_STEPS = (0, 16, 64, 512)
-VECTOR_LANES = (1, 4, 8, 16, 32, 64)
 
 
 def try_primitive(primitive, *args) -> bool:
@@ -43,26 +41,3 @@ def annotate_unroll(sch: Schedule, loop, max_step: int) -> None:
 
 def loop_extent(sch: Schedule, loop) -> int:
     return int(sch.get(loop).extent)
-
-
-def parallel_vectorize(sch: Schedule, block, lanes: int, parallel_min: int,
-                       unroll: int) -> None:
-    """Fuse all loops of a spatial ``block``; split into a parallel outer loop, a
-    serial middle loop and a vectorized inner loop of ``lanes`` (reduced to a divisor
-    of the extent); the parallel loop gets at least ``parallel_min`` iterations
-    where the extent allows."""
-    loops = sch.get_loops(block)
-    if not loops:
-        return
-    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-    extent = loop_extent(sch, fused)
-    lanes = largest_divisor(extent, lanes)
-    rest = extent // lanes
-    chunks = min(rest, max(1, parallel_min))
-    chunks = next((d for d in range(chunks, rest + 1) if rest % d == 0), rest)
-    outer, middle, inner = sch.split(fused, [chunks, rest // chunks, lanes])
-    if chunks > 1:
-        sch.parallel(outer)
-    if lanes > 1:
-        sch.vectorize(inner)
-    annotate_unroll(sch, outer, unroll)

@@ -4,7 +4,8 @@ broadcast, reshape, transpose, concat, pad, folded batch norm, ...).
 Every intermediate block is ``compute_inline``d into the output block(s). The
 loops of each remaining block are fused into one, split into
 ``tile = [parallel, serial, vector]`` (a perfect tiling of the fused extent of
-the largest output block; smaller blocks use the nearest divisors); the outer
+the largest output block, whose vector part divides the last dimension so that
+a vector never crosses a row; other blocks use the nearest divisors); the outer
 part runs in parallel, the inner part is vectorized, the outer loop carries the
 unroll pragma.
 """
@@ -19,26 +20,25 @@ from tvm.s_tir.schedule.analysis import has_block
 from .analysis import FuncInfo
 from .common import UNROLL_STEPS, annotate_unroll, inline_spatial_blocks, loop_extent
 from .space import NotApplicable
-from .tiling import largest_divisor, perfect_tilings, smallest_divisor_at_least
+from .tiling import (MAX_LANES, largest_divisor, perfect_tilings, smallest_divisor_at_least,
+                     vector_lanes)
 
-MAX_LANES = 64
-LANES = 16
 MIN_ELEMENTS_PER_TASK = 4096  # below this a parallel task costs more than it saves
 CHUNKS_PER_CORE = 4
 
 
-def split_for(extent: int, tile: tuple[int, int, int]) -> tuple[int, int, int]:
-    """``tile`` adapted to another extent: nearest divisors for lanes and chunks."""
-    lanes = largest_divisor(extent, tile[2])
+def split_for(extent: int, last: int, tile: tuple[int, int, int]) -> tuple[int, int, int]:
+    """``tile`` adapted to a block of ``extent`` elements whose last dimension has
+    ``last``: the lanes divide ``last`` (so a vector never crosses a row and its
+    indices stay affine), the chunks divide the rest."""
+    lanes = largest_divisor(last, tile[2])
     rest = extent // lanes
     chunks = largest_divisor(rest, tile[0])
     return chunks, rest // chunks, lanes
 
 
-def default_tile(extent: int, num_cores: int) -> tuple[int, int, int]:
-    lanes = largest_divisor(extent, MAX_LANES, LANES)
-    if lanes == 1:
-        lanes = largest_divisor(extent, LANES)
+def default_tile(extent: int, last: int, num_cores: int) -> tuple[int, int, int]:
+    lanes = vector_lanes(last)
     rest = extent // lanes
     tasks = min(CHUNKS_PER_CORE * num_cores, max(1, extent // MIN_ELEMENTS_PER_TASK))
     chunks = smallest_divisor_at_least(rest, tasks) if tasks > 1 else 1
@@ -51,8 +51,9 @@ def parallel_vectorize(sch: Schedule, block, tile: tuple[int, int, int], unroll:
     loops = sch.get_loops(block)
     if not loops:
         return
+    last = loop_extent(sch, loops[-1])
     fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-    chunks, serial, lanes = split_for(loop_extent(sch, fused), tile)
+    chunks, serial, lanes = split_for(loop_extent(sch, fused), last, tile)
     outer, _, inner = sch.split(fused, [chunks, serial, lanes])
     if chunks > 1:
         sch.parallel(outer)
@@ -72,10 +73,12 @@ class ElementwiseRule:
         outputs = [b for b in info.blocks if info.is_output(b)]
         main = max(outputs or info.blocks, key=lambda b: math.prod(a.extent for a in b.axes))
         self.extent = math.prod(a.extent for a in main.axes)
-        self.knobs = {"tile": perfect_tilings(self.extent, 3, MAX_LANES), "unroll": UNROLL_STEPS}
+        self.last = main.axes[-1].extent if main.axes else 1
+        tiles = perfect_tilings(self.extent, 3, MAX_LANES)
+        self.knobs = {"tile": tuple(t for t in tiles if self.last % t[2] == 0), "unroll": UNROLL_STEPS}
 
     def default_values(self) -> dict:
-        return {"tile": default_tile(self.extent, self.num_cores), "unroll": 0}
+        return {"tile": default_tile(self.extent, self.last, self.num_cores), "unroll": 0}
 
     def check(self, values: dict) -> None:
         """Every tiling in the knob is legal."""

@@ -32,13 +32,18 @@ def packable_inputs(sch: Schedule, block_name: str, spatial_names: list,
     return found
 
 
-def blocked_map(ndim: int, dim: int, lanes: int) -> IndexMap:
-    """Index map moving ``dim`` innermost, split by ``lanes``: (d // L, others..., d % L)."""
+def blocked_map(shape, dim: int, lanes: int) -> IndexMap:
+    """Index map moving ``dim`` innermost, split by ``lanes``: (d // L, others..., d % L);
+    a plain move when the lanes cover the whole dimension."""
+
+    extent = int(shape[dim])
 
     def mapping(*idx):
+        if lanes >= extent:
+            return [*idx[:dim], *idx[dim + 1:], idx[dim]]
         return [idx[dim] // lanes, *idx[:dim], *idx[dim + 1:], idx[dim] % lanes]
 
-    return IndexMap.from_func(mapping, ndim=ndim)
+    return IndexMap.from_func(mapping, ndim=len(shape), index_dtype=str(shape[dim].ty))
 
 
 def _read_index(sch: Schedule, block, buffer: str) -> int:
@@ -51,12 +56,13 @@ def pack_inputs(sch: Schedule, block, inputs: list, lanes: int, num_cores: int,
     """Give each ``(buffer, dim)`` read of ``block`` the blocked layout: an
     intermediate (the padded input) is transformed in place, a parameter is copied."""
     for buffer, dim in inputs:
-        ndim = len(next(r for r in sch.get(block).reads if r.source.name == buffer).region)
+        shape = next(r for r in sch.get(block).reads if r.source.name == buffer).source.ty.shape
+        index_map = blocked_map(shape, dim, lanes)
         if buffer in intermediates:
-            sch.transform_layout(block, buffer, blocked_map(ndim, dim, lanes))
+            sch.transform_layout(block, buffer, index_map)
             continue
         copy = sch.cache_read(block, _read_index(sch, block, buffer), "global")
-        sch.transform_layout(copy, ("write", 0), blocked_map(ndim, dim, lanes))
+        sch.transform_layout(copy, ("write", 0), index_map)
         loops = sch.get_loops(copy)
         fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
         chunks = min(loop_extent(sch, fused), 4 * num_cores)
@@ -64,6 +70,7 @@ def pack_inputs(sch: Schedule, block, inputs: list, lanes: int, num_cores: int,
         sch.parallel(outer)
 
 
-def pack_accumulator(sch: Schedule, block, dim: int, ndim: int, lanes: int) -> None:
+def pack_accumulator(sch: Schedule, block, dim: int, lanes: int) -> None:
     """Give the accumulator written by ``block`` the blocked layout along ``dim``."""
-    sch.transform_layout(block, ("write", 0), blocked_map(ndim, dim, lanes))
+    shape = sch.get(block).writes[0].source.ty.shape
+    sch.transform_layout(block, ("write", 0), blocked_map(shape, dim, lanes))

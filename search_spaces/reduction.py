@@ -20,10 +20,9 @@ from tvm.s_tir.schedule.analysis import has_block
 from .analysis import REDUCE, SPATIAL, FuncInfo, loop_kinds
 from .common import UNROLL_STEPS, annotate_unroll, inline_spatial_blocks, loop_extent
 from .space import NotApplicable
-from .tiling import divisors, largest_divisor, perfect_tilings, smallest_divisor_at_least
+from .tiling import (LANES, MAX_LANES, divisors, largest_divisor, perfect_tilings,
+                     smallest_divisor_at_least, vector_lanes)
 
-MAX_LANES = 64
-LANES = 16
 MIN_ELEMENTS_PER_TASK = 4096
 CHUNKS_PER_CORE = 4
 
@@ -56,19 +55,24 @@ class ReductionRule:
             raise NotApplicable("irregular function")
         self.info, self.num_cores = info, max(1, num_cores)
         self.output = info.blocks[-1]
-        if not self.output.is_spatial or not info.is_output(self.output):
-            raise NotApplicable("the last block must be a spatial output block")
+        if not info.is_output(self.output):
+            raise NotApplicable("the last block must write the output")
         self.rows = _row_count(info, self.output)
         self.row_extent = math.prod(a.extent for a in self.output.axes[:self.rows])
-        self.inner_extent = math.prod(a.extent for a in self.output.axes[self.rows:])
+        inner = self.output.axes[self.rows:]
+        self.inner_extent = 1 if self.output.is_reduction else math.prod(a.extent for a in inner)
+        self.last = inner[-1].extent if inner and not self.output.is_reduction else 1
         first = next(b for b in info.blocks if b.is_reduction)
         self.reduce_extent = math.prod(a.extent for a in first.axes if a.kind == REDUCE)
-        has_intermediate = any(b.is_spatial and b is not self.output for b in info.blocks)
+        intermediates = [b for b in info.blocks if b.is_spatial and b is not self.output]
+        has_intermediate = bool(intermediates)
+        # inlining an intermediate read by several blocks (softmax's exp) recomputes it
+        self.shared_intermediate = any(len(info.consumers(b.name)) > 1 for b in intermediates)
         self.knobs = {
             "rows": perfect_tilings(self.row_extent, 2),
             "compute_at": (True, False) if self.rows else (False,),
             "inline": (True, False) if has_intermediate else (True,),
-            "vector_lanes": tuple(d for d in divisors(self.inner_extent) if d <= MAX_LANES),
+            "vector_lanes": tuple(d for d in divisors(self.last) if d <= MAX_LANES),
             "reduce_lanes": tuple(d for d in divisors(self.reduce_extent) if d <= MAX_LANES),
             "unroll": UNROLL_STEPS,
         }
@@ -77,13 +81,13 @@ class ReductionRule:
         elements = self.row_extent * max(self.inner_extent, self.reduce_extent)
         tasks = min(CHUNKS_PER_CORE * self.num_cores, max(1, elements // MIN_ELEMENTS_PER_TASK))
         chunks = smallest_divisor_at_least(self.row_extent, tasks) if tasks > 1 else 1
-        lanes = largest_divisor(self.inner_extent, MAX_LANES, LANES)
+        lanes = vector_lanes(self.last)
         reduce_lanes = largest_divisor(self.reduce_extent, LANES) if self.reduce_extent >= 4 * LANES else 1
         return {
             "rows": (chunks, self.row_extent // chunks),
             "compute_at": bool(self.rows),
-            "inline": True,
-            "vector_lanes": lanes if lanes > 1 else largest_divisor(self.inner_extent, LANES),
+            "inline": not (self.shared_intermediate and self.rows),
+            "vector_lanes": lanes,
             "reduce_lanes": reduce_lanes,
             "unroll": 0,
         }
@@ -99,7 +103,7 @@ class ReductionRule:
         lead = self._leading_spatial(sch, partials)
         loops = sch.get_loops(sch.get_sblock(self.output.name))
         rows, inner = loops[:self.rows], loops[self.rows:]
-        if inner:
+        if inner and not self.output.is_reduction:
             self._vectorize(sch, _fused(sch, inner), values["vector_lanes"])
         attach = None
         if rows:
@@ -108,18 +112,23 @@ class ReductionRule:
         attach = attach if values["compute_at"] else None
         for name in reversed(list(lead)):
             block = sch.get_sblock(name)
-            if attach is not None:
-                sch.compute_at(block, attach)
-                own = sch.get_loops(block)[2:]
-            else:
-                loops = sch.get_loops(block)
-                chunks = largest_divisor(math.prod(loop_extent(sch, lp) for lp in loops[:lead[name]]),
-                                         values["rows"][0])
-                if lead[name]:
-                    outer, _ = sch.split(_fused(sch, loops[:lead[name]]), [chunks, None])
-                    self._parallel(sch, outer, values["unroll"])
-                own = sch.get_loops(block)[2 if lead[name] else 0:]
+            own = self._place(sch, block, lead[name], attach, values)
             self._schedule_inner(sch, block, own, name in partials, values["vector_lanes"])
+
+    def _place(self, sch: Schedule, block, lead: int, attach, values: dict) -> list:
+        """``compute_at`` the output's serial row loop, or give the block parallel rows
+        of its own; returns the block's loops below its rows."""
+        if attach is not None:
+            sch.compute_at(block, attach)
+            return sch.get_loops(block)[2:]
+        loops = sch.get_loops(block)
+        if not lead:
+            return loops
+        rows = _fused(sch, loops[:lead])
+        chunks = largest_divisor(loop_extent(sch, rows), values["rows"][0])
+        outer, _ = sch.split(rows, [chunks, None])
+        self._parallel(sch, outer, values["unroll"])
+        return sch.get_loops(block)[2:]
 
     def _leading_spatial(self, sch: Schedule, partials: dict) -> dict:
         """``{block name: number of leading spatial loops}`` of every block but the output."""

@@ -2,14 +2,17 @@
 
 * Padding is computed per parallel tile (``compute_at``) rather than inlined: an
   inlined ``if_then_else`` in the inner loop costs 2x on 3x3 convs here.
-* Vector axis: the contiguous output axis when it has a multiple of 16 lanes
-  (matmul columns); otherwise an axis with such lanes along which some input is
-  broadcast and whose other inputs can be packed (conv output channels, with the
-  weights packed); otherwise the contiguous axis anyway (depthwise conv, pooling).
+* Vector axis: the contiguous output axis when it has 16 or more power-of-two
+  lanes (matmul columns); otherwise an axis with such lanes along which some input
+  is broadcast and whose other inputs can be packed (conv output channels, with
+  the weights packed), if each output sums at least 64 products (else the
+  transposing write-back costs more); otherwise the contiguous axis anyway
+  (depthwise conv, pooling, 1x1 convs with few input channels).
 * Register block: the vector tile (up to 64 lanes) times "rows" of axes along
   which the vector operand is reused, about 16 zmm accumulators in all.
-* Parallel: S0 tiles give at least 8 iterations per core, taken first from
-  sliding-window axes (output rows), then from the outer axes.
+* Parallel: S0 tiles give at least 8 iterations per core (fewer when a task
+  would do less than 32K multiply-adds), taken first from sliding-window axes
+  (output rows), then from the outer axes.
 * Reduction: the first reduction axis keeps an inner chunk of up to 256, kernel
   window axes stay whole and inner.
 """
@@ -19,17 +22,17 @@ from __future__ import annotations
 import math
 
 from .analysis import Axis
-from .tiling import largest_divisor, smallest_divisor_at_least
+from .tiling import LANES, largest_divisor, smallest_divisor_at_least, vector_lanes
 
-MAX_INNER = 64
-LANES = 16  # fp32 lanes of a 512-bit vector
 ACCUMULATOR_REGISTERS = 16
 CHUNKS_PER_CORE = 8
+MIN_MACS_PER_TASK = 1 << 15  # a parallel task costs about a microsecond to launch
 REDUCE_CHUNK = 256
+MIN_REDUCE_FOR_TRANSPOSE = 64  # multiply-adds per output that pay for a blocked accumulator
 
 
 def full_lanes(axis: Axis) -> bool:
-    return largest_divisor(axis.extent, MAX_INNER, LANES) > 1
+    return vector_lanes(axis.extent) >= LANES
 
 
 def users_of(reads, name: str) -> list:
@@ -57,7 +60,11 @@ def default_vector_axis(rule) -> Axis | None:
     last = rule.spatial[-1] if rule.spatial[-1].extent > 1 else None
     if last is not None and full_lanes(last):
         return last
+    reduce_size = math.prod(a.extent for a in rule.reduce)
     for axis in candidates:
+        transposed = rule.accumulator_dim(axis.name) is not None
+        if transposed and reduce_size < MIN_REDUCE_FOR_TRANSPOSE:
+            continue  # the scalar, transposing write-back would cost more than it saves
         if full_lanes(axis) and vectorizes_well(rule, axis, default_pad(rule)):
             return axis
     return last or max(candidates, key=lambda a: a.extent)
@@ -82,7 +89,8 @@ def _window_axes(rule) -> list:
 
 def _parallel_split(rule, rest: dict) -> dict:
     """S0 factors, window axes first, until the parallel loop has enough iterations."""
-    want = CHUNKS_PER_CORE * rule.num_cores
+    macs = math.prod(a.extent for a in rule.spatial + rule.reduce)
+    want = min(CHUNKS_PER_CORE * rule.num_cores, max(1, macs // MIN_MACS_PER_TASK))
     windows = _window_axes(rule)
     order = windows + [a for a in rule.spatial if a not in windows]
     outer = {a.name: 1 for a in rule.spatial}
@@ -97,19 +105,33 @@ def _parallel_split(rule, rest: dict) -> dict:
     return outer
 
 
+def _register_block(rule, vector: Axis | None) -> dict:
+    """S3 tiles: vector lanes times register rows, about 16 accumulators. Narrower
+    vectors are tried when rows do not fit (7x7 maps: 32 lanes x 7 rows beats
+    64 lanes x 1 row); the most accumulators win, then the widest vector."""
+    rows_axes = _row_axes(rule, vector)
+    best = None
+    widths = [vector_lanes(vector.extent)] if vector is not None else [1]
+    while widths[-1] > LANES and widths[-1] % 2 == 0:
+        widths.append(widths[-1] // 2)
+    for lanes in widths:
+        inner = {a.name: 1 for a in rule.spatial}
+        if vector is not None:
+            inner[vector.name] = lanes
+        regs = math.ceil(lanes / LANES)
+        budget = max(1, ACCUMULATOR_REGISTERS // regs)
+        for axis in rows_axes:
+            inner[axis.name] = largest_divisor(axis.extent, budget)
+            budget //= inner[axis.name]
+        score = (regs * math.prod(v for k, v in inner.items() if vector is None or k != vector.name), lanes)
+        if best is None or score > best[0]:
+            best = (score, inner)
+    return best[1]
+
+
 def default_tiles(rule, vector: Axis | None) -> dict:
-    rest = {a.name: a.extent for a in rule.spatial}
-    inner = {a.name: 1 for a in rule.spatial}
-    budget = ACCUMULATOR_REGISTERS
-    if vector is not None:
-        lanes = largest_divisor(vector.extent, MAX_INNER, LANES)
-        lanes = lanes if lanes > 1 else largest_divisor(vector.extent, MAX_INNER)
-        inner[vector.name], rest[vector.name] = lanes, vector.extent // lanes
-        budget = max(1, budget // math.ceil(lanes / LANES))
-    for axis in _row_axes(rule, vector):
-        rows = largest_divisor(rest[axis.name], budget)
-        inner[axis.name], rest[axis.name] = rows, rest[axis.name] // rows
-        budget //= rows
+    inner = _register_block(rule, vector)
+    rest = {a.name: a.extent // inner[a.name] for a in rule.spatial}
     outer = _parallel_split(rule, rest)
     tiles = {}
     for axis in rule.spatial:
@@ -132,5 +154,6 @@ def default_values(rule) -> dict:
     values.update(default_tiles(rule, vector))
     if "pack" in rule.knobs:
         lanes = values["tile_" + vector.name][-1] if vector is not None else 1
-        values["pack"] = lanes > 1 and rule.pack_effect(values.get("vector_axis"), values.get("pad", "inline"))
+        pad = values.get("pad", "inline")
+        values["pack"] = lanes > 1 and rule.pack_effect(values.get("vector_axis"), pad)
     return values

@@ -16,8 +16,13 @@ Structure applied (MetaSchedule's SSRSRS family, on one anchor block):
 * the outer S0 (or S0+S1) loops are fused and parallel, an unroll pragma is put
   on the outermost loop, and the reduction is decomposed last.
 
-Optional ``pad`` knob (convs with a padding block): inline the padding into the
-reduction, or compute the padded input per parallel tile (``compute_at``).
+Optional knobs: ``pad`` (convs with a padding block) inlines the padding into the
+reduction or computes the padded input per parallel tile (``compute_at``);
+``pack`` (data layout, see ``layout.py``) copies inputs that the vector axis
+indexes in a non-last dimension into a blocked layout (conv weights
+``W[ff//L, rc, ry, rx, L]``) and gives the accumulator the same blocking.
+Cross-knob constraints (``check``) bound the register block and the accumulator
+and reject orders whose write-back level does not exist.
 """
 
 from __future__ import annotations
@@ -30,16 +35,17 @@ from tvm.s_tir.schedule.analysis import has_block
 from .analysis import REDUCE, SPATIAL, Axis, FuncInfo, block_reads, has_data_reuse
 from .common import UNROLL_STEPS, annotate_unroll, inline_spatial_blocks, try_primitive
 from .config import InvalidConfigError
+from .elementwise import default_tile, parallel_vectorize
 from .layout import pack_accumulator, pack_inputs, packable_inputs
 from .space import NotApplicable
-from .tiled_defaults import MAX_INNER, default_values
-from .tiling import perfect_tilings
+from .tiled_defaults import default_values
+from .tiling import MAX_LANES, perfect_tilings
 
 SPATIAL_LEVELS, REDUCE_LEVELS = 4, 2
 ORDERS = ("SSRSRS", "SRSSRS")
 MAX_REGISTER_TILE = 1024  # elements of the S3 register block
 MAX_UNROLLED_ROWS = 64  # product of the non-vector S3 tiles
-MAX_ACCUMULATOR = 1 << 20  # elements of the local accumulation buffer
+MAX_ACCUMULATOR = 1 << 16  # elements of the local accumulation buffer (256 KiB: L2-sized)
 
 
 def find_anchor(info: FuncInfo):
@@ -79,10 +85,20 @@ class TiledReductionRule:
         self.knobs = self._make_knobs()
 
     def _padding_producer(self) -> str | None:
+        """A conditional (padding) spatial block that writes an intermediate input of the anchor."""
         reads = {r.buffer for r in self.anchor.reads}
         for block in self.info.blocks:
-            if block.is_spatial and set(block.writes) & reads and "pad" in block.name:
+            if block.is_spatial and block.conditional and set(block.writes) & reads \
+                    and not self.info.is_output(block):
                 return block.name
+        return None
+
+    def accumulator_dim(self, vector: str | None) -> int | None:
+        """The output dimension indexed by the vector axis alone, when it is not the last."""
+        dims = self.anchor.write_dims
+        for dim, used in enumerate(dims[:-1]):
+            if used == {vector}:
+                return dim
         return None
 
     def _pad_modes(self) -> tuple:
@@ -101,7 +117,7 @@ class TiledReductionRule:
         for axis in self.anchor.axes:
             if axis.extent > 1:
                 levels = SPATIAL_LEVELS if axis.kind == SPATIAL else REDUCE_LEVELS
-                limit = MAX_INNER if axis.kind == SPATIAL else 0
+                limit = MAX_LANES if axis.kind == SPATIAL else 0
                 knobs["tile_" + axis.name] = perfect_tilings(axis.extent, levels, limit)
         vector_axes = tuple(a.name for a in self.spatial if a.extent > 1)
         if vector_axes:
@@ -120,7 +136,7 @@ class TiledReductionRule:
         """Whether packing changes anything when ``vector`` is the vector axis."""
         if vector is None:
             return False
-        return bool(self.packable[pad_mode].get(vector)) or vector != self.spatial[-1].name
+        return bool(self.packable[pad_mode].get(vector)) or self.accumulator_dim(vector) is not None
 
     def tile(self, values: dict, axis: Axis) -> tuple[int, ...]:
         levels = SPATIAL_LEVELS if axis.kind == SPATIAL else REDUCE_LEVELS
@@ -171,15 +187,14 @@ class TiledReductionRule:
             pack_inputs(sch, anchor, self.packable[values.get("pad", "inline")][vector], lanes,
                         self.num_cores, self.info.intermediates)
         write_back = sch.cache_write(anchor, 0, "global")
-        if values.get("pack") and vector != self.spatial[-1].name:
-            dim = [a.name for a in self.spatial].index(vector)
-            pack_accumulator(sch, anchor, dim, len(self.spatial), lanes)
-        self._fuse_epilogue(sch, write_back)
+        if values.get("pack") and self.accumulator_dim(vector) is not None:
+            pack_accumulator(sch, anchor, self.accumulator_dim(vector), lanes)
+        self._fuse_epilogue(sch)
         levels = self._split(sch, anchor, values)
         order = self._order(levels, values)
         sch.reorder(*order)
         attach = levels["S"][values["write_back"]]
-        sch.reverse_compute_at(write_back, attach[-1] if attach else levels["unit"][-1])
+        sch.reverse_compute_at(write_back, attach[-1])
         outer = self._parallelize(sch, levels, values)
         if values.get("pad") == "compute_at":
             sch.compute_at(sch.get_sblock(self.pad_block), outer)
@@ -192,10 +207,17 @@ class TiledReductionRule:
         axis = next((a for a in self.spatial if a.name == vector), None)
         return self.tile(values, axis)[-1] if axis is not None else 1
 
-    def _fuse_epilogue(self, sch: Schedule, write_back) -> None:
+    def _fuse_epilogue(self, sch: Schedule) -> None:
+        """reverse_compute_inline the epilogue into the write-back block; a block
+        that does not fit (a layout change, say) stays a parallel loop nest of its own."""
         for block in self.info.blocks[self.info.blocks.index(self.anchor) + 1:]:
-            if has_block(sch, block.name):
-                try_primitive(sch.reverse_compute_inline, sch.get_sblock(block.name))
+            if not has_block(sch, block.name):
+                continue
+            if not try_primitive(sch.reverse_compute_inline, sch.get_sblock(block.name)):
+                extent = math.prod(a.extent for a in block.axes)
+                last = block.axes[-1].extent if block.axes else 1
+                parallel_vectorize(sch, sch.get_sblock(block.name),
+                                   default_tile(extent, last, self.num_cores), 0)
 
     def _split(self, sch: Schedule, anchor, values: dict) -> dict:
         """Loops by level: S[0..3], R[0..1] (lists in axis order), unit loops apart."""
@@ -237,7 +259,7 @@ class TiledReductionRule:
         if not inner or int(sch.get(inner[0]).extent) == 1:
             return
         sch.vectorize(inner[0])
-        if vector != self.spatial[-1].name:
+        if not self.anchor.write_dims or self.anchor.write_dims[-1] != {vector}:
             return
         wb_loops = sch.get_loops(write_back)
         lanes = int(sch.get(inner[0]).extent)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -68,11 +70,20 @@ def _to_numpy(value) -> list[np.ndarray]:
 
 
 def set_num_threads(num_threads: int) -> None:
-    """Size TVM's thread pool (it defaults to the physical core count)."""
+    """Size TVM's thread pool for this process.
+
+    TVM reads ``TVM_NUM_THREADS`` once, when its pool first starts (without it, it may
+    pick a single thread), and ``runtime.config_threadpool`` does not resize it here. So
+    this must run before the first kernel of the process; a pool already started with
+    another size is reported with a warning.
+    """
     import tvm_ffi
 
-    if tvm_ffi.get_global_func("runtime.NumThreads")() != num_threads:
-        tvm_ffi.get_global_func("runtime.config_threadpool")(1, num_threads)
+    os.environ["TVM_NUM_THREADS"] = str(num_threads)
+    actual = tvm_ffi.get_global_func("runtime.NumThreads")()
+    if actual != num_threads:
+        warnings.warn(f"TVM's thread pool already runs {actual} thread(s); {num_threads} were asked for",
+                      RuntimeWarning, stacklevel=2)
 
 
 def load_module(path) -> CompiledModel:

@@ -97,11 +97,10 @@ def _check_outputs(tensors, io_dir: str, num_outputs: int, rtol: float, atol: fl
 def run_candidate(path: str, io_dir: str, num_args: int, num_outputs: int, check: bool, settings: dict) -> dict:
     """Load a built candidate, optionally check its outputs, then time it. Returns costs or an error."""
     import tvm
-    import tvm_ffi
 
-    threads = int(settings["num_threads"])
-    if tvm_ffi.get_global_func("runtime.NumThreads")() != threads:
-        tvm_ffi.get_global_func("runtime.config_threadpool")(1, threads)
+    from .runtime import set_num_threads
+
+    set_num_threads(int(settings["num_threads"]))
     device = tvm.cpu()
     try:
         module = tvm.runtime.load_module(path)

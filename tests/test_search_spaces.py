@@ -1,0 +1,403 @@
+"""search_spaces on real fused PrimFuncs (Relax "zero" pipeline on small ONNX models).
+
+Every scheduled function is compiled together with the unscheduled one and both
+run on the same random inputs; awkward shapes (primes, 7/13 channels, 17x31x23)
+are used on purpose.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import onnx
+import pytest
+import tvm
+import tvm_ffi
+from onnx import TensorProto, helper, numpy_helper
+from tvm import relax
+from tvm.relax.frontend.onnx import from_onnx
+
+import search_spaces as ss
+from benchmarks import models as bm
+from search_spaces import Config, InvalidConfigError
+from search_spaces.space import SearchSpace
+
+TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "znver4", "num-cores": 2})
+
+
+# ----- models and tasks ------------------------------------------------------------------
+def _value(name: str, shape: list, dtype=TensorProto.FLOAT):
+    return helper.make_tensor_value_info(name, dtype, shape)
+
+
+def _model(name: str, nodes: list, inputs: list, outputs: list, weights=()) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, name, inputs, outputs, initializer=list(weights))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    return model
+
+
+def _odd_model() -> onnx.ModelProto:
+    """ArgMax (a two-output reduction), Softmax over a non-last axis, ReduceMax over
+    (h, w), Exp + Concat and MaxPool on a 1x6x5x7 input."""
+    nodes = [
+        helper.make_node("ArgMax", ["x"], ["am"], axis=1, keepdims=1),
+        helper.make_node("Softmax", ["x"], ["sm"], axis=1),
+        helper.make_node("ReduceMax", ["x"], ["rmax"], axes=[2, 3], keepdims=0),
+        helper.make_node("Exp", ["x"], ["ex"]),
+        helper.make_node("Concat", ["sm", "ex"], ["cat"], axis=1),
+        helper.make_node("MaxPool", ["x"], ["pool"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+    ]
+    outputs = [_value("am", [1, 1, 5, 7], TensorProto.INT64), _value("rmax", [1, 6]),
+               _value("cat", [1, 12, 5, 7]), _value("pool", [1, 6, 3, 4])]
+    return _model("odd", nodes, [_value("x", [1, 6, 5, 7])], outputs)
+
+
+def _nt_matmul_model() -> onnx.ModelProto:
+    """x[5, 19] @ transpose(y[11, 19]) with both operands inputs (Relax keeps the
+    transpose as a task of its own)."""
+    nodes = [helper.make_node("Transpose", ["y"], ["yt"], perm=[1, 0]),
+             helper.make_node("MatMul", ["x", "yt"], ["z"]),
+             helper.make_node("Relu", ["z"], ["out"])]
+    return _model("nt", nodes, [_value("x", [5, 19]), _value("y", [11, 19])], [_value("out", [5, 11])])
+
+
+def _conv_affine_model() -> onnx.ModelProto:
+    """Conv 8->8 3x3 on 1x8x9x9, then a batch norm folded into Mul/Add, a residual
+    Add of the input and a Relu: all of it is one fused task."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype("float32"), "W"),
+               numpy_helper.from_array(rng.uniform(0.5, 1.5, (8, 1, 1)).astype("float32"), "scale"),
+               numpy_helper.from_array(rng.standard_normal((8, 1, 1)).astype("float32"), "shift")]
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+             helper.make_node("Mul", ["c", "scale"], ["m"]), helper.make_node("Add", ["m", "shift"], ["a"]),
+             helper.make_node("Add", ["a", "x"], ["r"]), helper.make_node("Relu", ["r"], ["y"])]
+    return _model("conv_affine", nodes, [_value("x", [1, 8, 9, 9])], [_value("y", [1, 8, 9, 9])], weights)
+
+
+def _te_transposed_matmul():
+    """A hand-made PrimFunc (int32 extents): relu(A @ transpose(W) + bias) with the
+    transpose as an injective producer block and the epilogue in two blocks."""
+    from tvm import te
+    a = te.placeholder((9, 29), name="A")
+    w = te.placeholder((13, 29), name="W")
+    bias = te.placeholder((13,), name="bias")
+    wt = te.compute((29, 13), lambda k, j: w[j, k], name="T_transpose")
+    k = te.reduce_axis((0, 29), name="k")
+    mm = te.compute((9, 13), lambda i, j: te.sum(a[i, k] * wt[k, j], axis=k), name="matmul")
+    add = te.compute((9, 13), lambda i, j: mm[i, j] + bias[j], name="T_add")
+    out = te.compute((9, 13), lambda i, j: te.max(add[i, j], 0.0), name="relu")
+    return te.create_prim_func([a, w, bias, out]).with_attr("global_symbol", "main")
+
+
+MODELS = {
+    "resnet18": lambda: bm.resnet18_model(size=32, width=8, num_classes=10),
+    "mobilenetv2": lambda: bm.mobilenetv2_model(size=32, width_mult=0.25, num_classes=10),
+    "transformer": lambda: bm.transformer_encoder_model(seq_len=16, d_model=32, num_heads=2, d_ff=64),
+    "mlp": lambda: bm.mlp_model(batch=4, sizes=(32, 64, 64, 10)),
+    "conv_7_13": lambda: bm.conv_model(in_channels=7, out_channels=13, size=9),
+    "conv_s2": lambda: bm.conv_model(in_channels=13, out_channels=7, size=11, stride=2, relu=False),
+    "conv_1x1": lambda: bm.conv_model(in_channels=13, out_channels=16, size=7, kernel=1),
+    "depthwise_13": lambda: bm.conv_model(in_channels=13, out_channels=13, groups=13, size=9),
+    "grouped": lambda: bm.conv_model(in_channels=6, out_channels=9, groups=3, size=7),
+    "matmul_17_31_23": lambda: bm.matmul_model(m=17, k=31, n=23),
+    "gemm_relu": lambda: bm.gemm_model(batch=5, in_features=19, out_features=11, relu=True),
+    "nt_matmul": _nt_matmul_model,
+    "conv_affine": _conv_affine_model,
+    "odd": _odd_model,
+    "conv_bench": lambda: bm.conv_model(in_channels=64, out_channels=64, size=56),
+}
+NETWORKS = ("resnet18", "mobilenetv2", "transformer", "mlp")
+
+
+@functools.lru_cache(maxsize=None)
+def tasks(model_name: str) -> tuple:
+    if model_name == "te_transposed":
+        return (("te_transposed_matmul", _te_transposed_matmul()),)
+    with TARGET:
+        fused = relax.get_pipeline("zero")(from_onnx(MODELS[model_name]()))
+    return tuple((gv.name_hint, f.with_attr("global_symbol", "main"))
+                 for gv, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
+
+
+def task(model_name: str, name: str):
+    return dict(tasks(model_name))[name]
+
+
+def task_by_rule(model_name: str, rule: str) -> list:
+    return [(name, f) for name, f in tasks(model_name) if ss.space_for(f, TARGET).rule == rule]
+
+
+# ----- numerics --------------------------------------------------------------------------
+def _random_args(func, rng) -> list:
+    arrays = []
+    for param in func.params:
+        shape, dtype = [int(d) for d in param.ty.shape], str(param.ty.dtype)
+        if "float" in dtype:
+            arrays.append(rng.standard_normal(shape).astype(dtype))
+        else:
+            arrays.append(rng.integers(0, 4, shape).astype(dtype))
+    return arrays
+
+
+def assert_matches(func, scheduled: tvm.IRModule, seed: int = 0) -> None:
+    """Compile the scheduled and the unscheduled function into one library and
+    compare every buffer after running both on the same inputs."""
+    both = tvm.IRModule({"main": scheduled["main"],
+                         "reference": func.with_attr("global_symbol", "reference")})
+    lib = tvm.compile(both, target=TARGET)
+    arrays = _random_args(func, np.random.default_rng(seed))
+    got = [tvm.runtime.tensor(a.copy()) for a in arrays]
+    want = [tvm.runtime.tensor(a.copy()) for a in arrays]
+    lib["main"](*got)
+    lib["reference"](*want)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-4, atol=1e-4)
+
+
+# ----- rule selection --------------------------------------------------------------------
+def _expected_rule(name: str) -> str:
+    if any(key in name for key in ("conv2d", "matmul", "pool")):
+        return "tiled_reduction"
+    if any(key in name for key in ("softmax", "layer_norm", "mean")):
+        return "reduction"
+    return "elementwise"
+
+
+@pytest.mark.parametrize("model_name", NETWORKS)
+def test_every_network_task_gets_its_rule(model_name, capsys):
+    rules = {name: ss.space_for(f, TARGET).rule for name, f in tasks(model_name)}
+    with capsys.disabled():
+        print(f"\n{model_name}: " + ", ".join(f"{n}={r}" for n, r in sorted(rules.items())))
+    assert "fallback" not in rules.values()
+    assert rules == {name: _expected_rule(name) for name in rules}
+
+
+def test_odd_functions_get_a_space_and_fallback_is_reported():
+    rules = {name: ss.space_for(f, TARGET).rule for name, f in tasks("odd")}
+    assert rules["argmax"] == "fallback"  # a two-output (value, index) reduction
+    assert rules["softmax"] == "reduction" and rules["max"] == "reduction"
+    assert rules["fused_tir_exp_concatenate"] == "elementwise"
+    assert rules["max_pool2d"] == "tiled_reduction"
+    for name, f in tasks("odd"):
+        space = ss.space_for(f, TARGET)
+        assert_matches(f, space.apply(space.default_config()).mod)
+
+
+def _scan_and_nested_funcs():
+    """Two hand-written functions outside the normal form: a serial scan (opaque
+    iterator) and a block nested in another block."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def scan(a: T.Buffer((16,), "float32"), b: T.Buffer((16,), "float32")):
+        T.func_attr({"global_symbol": "main"})
+        for i in range(16):
+            with T.sblock("scan"):
+                vi = T.axis.opaque(16, i)
+                T.reads(a[0:16], b[0:16])
+                T.writes(b[vi])
+                b[vi] = a[vi] + T.if_then_else(vi > 0, b[vi - 1], T.float32(0))
+
+    @T.prim_func(s_tir=True)
+    def nested(a: T.Buffer((8, 8), "float32"), b: T.Buffer((8, 8), "float32")):
+        T.func_attr({"global_symbol": "main"})
+        for i in range(8):
+            with T.sblock("outer"):
+                vi = T.axis.spatial(8, i)
+                for j in range(8):
+                    with T.sblock("inner"):
+                        vj = T.axis.spatial(8, j)
+                        b[vi, vj] = a[vi, vj] * T.float32(2)
+
+    return scan, nested
+
+
+def test_fallback_parallelizes_where_legal_and_never_fails():
+    scan, nested = _scan_and_nested_funcs()
+    scan_space, nested_space = ss.space_for(scan, TARGET), ss.space_for(nested, TARGET)
+    assert scan_space.rule == nested_space.rule == "fallback"
+    assert scan_space.knobs == {"parallel": (False,)}  # a scan stays serial and unscheduled
+    tvm.ir.assert_structural_equal(scan_space.apply(scan_space.default_config()).mod["main"], scan)
+    assert "T.parallel" in nested_space.apply(nested_space.default_config()).mod.script()
+    for func, space in ((scan, scan_space), (nested, nested_space)):
+        for value in space.knobs["parallel"]:
+            assert_matches(func, space.apply(Config.from_dict("fallback", {"parallel": value})).mod)
+
+
+# ----- correctness -----------------------------------------------------------------------
+@pytest.mark.parametrize("model_name", NETWORKS)
+def test_default_configs_compute_the_same(model_name):
+    for name, f in tasks(model_name):
+        space = ss.space_for(f, TARGET)
+        assert_matches(f, space.apply(space.default_config()).mod)
+
+
+def _random_configs(space, rng, count: int) -> list:
+    configs = [space.sample(rng) for _ in range(count)]
+    walk = space.default_config()
+    for _ in range(count):
+        walk = space.mutate(walk, rng)
+        configs.append(walk)
+    return configs
+
+
+RANDOM_CASES = [
+    ("conv_7_13", "tiled_reduction"), ("conv_s2", "tiled_reduction"), ("conv_1x1", "tiled_reduction"),
+    ("depthwise_13", "tiled_reduction"), ("grouped", "tiled_reduction"), ("conv_affine", "tiled_reduction"),
+    ("matmul_17_31_23", "tiled_reduction"), ("gemm_relu", "tiled_reduction"),
+    ("nt_matmul", "tiled_reduction"), ("te_transposed", "tiled_reduction"), ("odd", "tiled_reduction"),
+    ("transformer", "tiled_reduction"),
+    ("resnet18", "elementwise"), ("transformer", "elementwise"), ("odd", "elementwise"),
+    ("transformer", "reduction"), ("resnet18", "reduction"), ("odd", "reduction"),
+    ("odd", "fallback"),
+]
+
+
+@pytest.mark.parametrize("model_name,rule", RANDOM_CASES)
+def test_random_configs_are_rejected_or_correct(model_name, rule):
+    rng = np.random.default_rng(7)
+    cases = task_by_rule(model_name, rule)[:3]
+    assert cases, f"no {rule} task in {model_name}"
+    applied = 0
+    for name, f in cases:
+        space = ss.space_for(f, TARGET)
+        for config in _random_configs(space, rng, 3):
+            space.validate(config)  # sample and mutate only return valid configs
+            try:
+                scheduled = space.apply(config)
+            except InvalidConfigError:
+                continue
+            assert_matches(f, scheduled.mod, seed=applied)
+            applied += 1
+    assert applied > 0
+
+
+def test_mutate_changes_one_or_two_knobs():
+    space = ss.space_for(task("conv_7_13", "fused_conv2d_add_relu"), TARGET)
+    rng = np.random.default_rng(3)
+    config = space.default_config()
+    for _ in range(20):
+        neighbour = space.mutate(config, rng)
+        changed = [k for k, v in neighbour.knobs if config.get(k) != v]
+        assert 1 <= len(changed) <= 2
+        config = neighbour
+
+
+# ----- determinism and serialization -------------------------------------------------------
+def test_apply_is_deterministic_across_fresh_spaces():
+    f = task("conv_7_13", "fused_conv2d_add_relu")
+    space = ss.space_for(f, TARGET)
+    config = space.sample(np.random.default_rng(1))
+    again = Config.from_json(config.to_json())
+    other = ss.space_for(f.with_attr("global_symbol", "main"), TARGET)
+    tvm.ir.assert_structural_equal(space.apply(config).mod, other.apply(again).mod)
+    tvm.ir.assert_structural_equal(space.apply(config).mod, space.apply(config).mod)
+
+
+def test_config_json_round_trip_and_hash():
+    config = Config.from_dict("tiled_reduction", {"tile_i": [2, 3, 1, 4], "order": "SSRSRS",
+                                                  "pack": True, "unroll": 64})
+    text = config.to_json()
+    knobs = {"order": "SSRSRS", "pack": True, "tile_i": [2, 3, 1, 4], "unroll": 64}
+    assert json.loads(text) == {"rule": "tiled_reduction", "knobs": knobs}
+    assert Config.from_json(text) == config and hash(Config.from_json(text)) == hash(config)
+    assert config.as_dict()["tile_i"] == [2, 3, 1, 4] and config.knobs[0][0] == "order"
+    for space in (ss.space_for(f, TARGET) for _, f in tasks("transformer")):
+        default = space.default_config()
+        assert Config.from_json(default.to_json()) == default
+        choices = [c for knob in space.knobs.values() for c in knob]
+        assert all(isinstance(c, (int, str, bool, tuple)) for c in choices)
+
+
+# ----- bad configs -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def conv_space():
+    return ss.space_for(task("conv_7_13", "fused_conv2d_add_relu"), TARGET)
+
+
+def test_missing_knob_is_named(conv_space):
+    values = conv_space.default_config().as_dict()
+    del values["unroll"]
+    with pytest.raises(InvalidConfigError, match="missing knob.*unroll"):
+        conv_space.apply(Config.from_dict("tiled_reduction", values))
+
+
+def test_unknown_value_and_knob_are_named(conv_space):
+    default = conv_space.default_config()
+    with pytest.raises(InvalidConfigError, match=r"knob 'unroll' value 3 is not allowed; allowed: \[0, 16"):
+        conv_space.apply(default.replace(unroll=3))
+    with pytest.raises(InvalidConfigError, match=r"knob 'tile_ff' value \[2, 2, 2, 2\]"):
+        conv_space.validate(default.replace(tile_ff=[2, 2, 2, 2]))  # product 16 != 13
+    with pytest.raises(InvalidConfigError, match="unknown knob.*'warp'"):
+        conv_space.validate(default.replace(warp=4))
+
+
+def test_wrong_rule_and_wrong_function_are_rejected(conv_space):
+    values = conv_space.default_config().as_dict()
+    with pytest.raises(InvalidConfigError, match="rule 'elementwise'.*'tiled_reduction'"):
+        conv_space.apply(Config.from_dict("elementwise", values))
+    matmul = ss.space_for(task("matmul_17_31_23", "matmul"), TARGET)
+    with pytest.raises(InvalidConfigError, match="knob"):
+        matmul.apply(conv_space.default_config())
+
+
+def test_illegal_combination_and_bad_json_are_rejected(conv_space):
+    default = conv_space.default_config()
+    with pytest.raises(InvalidConfigError, match="'SRSSRS'.*write_back=0"):
+        conv_space.validate(default.replace(order="SRSSRS", write_back=1))
+    with pytest.raises(InvalidConfigError, match="parse"):
+        Config.from_json("{not json")
+    with pytest.raises(InvalidConfigError, match="exactly the keys"):
+        Config.from_json('{"rule": "x"}')
+    with pytest.raises(InvalidConfigError, match="knob 'tile'"):
+        Config.from_dict("elementwise", {"tile": [1.5, 2]})
+
+
+def test_schedule_errors_become_invalid_config_errors():
+    class ParallelReduction:  # a rule that asks TVM for something illegal
+        name, knobs = "broken", {"x": (1,)}
+
+        def default_values(self):
+            return {"x": 1}
+
+        def check(self, values):
+            pass
+
+        def schedule(self, sch, values):
+            sch.parallel(sch.get_loops(sch.get_sblock("matmul"))[-1])  # the reduction loop
+
+    space = SearchSpace(task("matmul_17_31_23", "matmul"), TARGET, ParallelReduction())
+    with pytest.raises(InvalidConfigError, match="cannot be applied"):
+        space.apply(space.default_config())
+
+
+# ----- what the default conv schedule looks like ------------------------------------------
+def _block_names(func) -> set:
+    names = set()
+    tvm_ffi.structural_walk(func.body, (tvm.s_tir.stmt.SBlock, lambda b: names.add(b.name_hint)),
+                            order="post")
+    return names
+
+
+@pytest.mark.parametrize("model_name,name,parallel", [
+    ("conv_bench", "fused_conv2d_add_relu", True),
+    ("conv_affine", "fused_conv2d_multiply_add_add1_relu", False),  # 47K MACs: one task is cheaper
+])
+def test_default_conv_schedule_is_parallel_vectorized_and_fused(model_name, name, parallel):
+    f = task(model_name, name)
+    space = ss.space_for(f, TARGET)
+    assert space.rule == "tiled_reduction"
+    mod = space.apply(space.default_config()).mod
+    script = mod.script()
+    assert ("T.parallel" in script) == parallel and "T.vectorized" in script
+    before, after = _block_names(f), _block_names(mod["main"])
+    epilogue = {n for n in before if n not in ("root", "pad_temp", "conv2d_nchw")}
+    assert epilogue and not epilogue & after, f"epilogue blocks still separate: {sorted(epilogue & after)}"
+    body = mod["main"].body.block.body
+    nests = list(body) if isinstance(body, tvm.tirx.SeqStmt) else [body]
+    # (the packed-weight copy, then) one nest holding padding, conv and epilogue
+    assert nests[-1].kind == (tvm.tirx.ForKind.PARALLEL if parallel else tvm.tirx.ForKind.SERIAL)
+    assert {"conv2d_nchw_update", "conv2d_nchw_intermediate_global"} <= after
