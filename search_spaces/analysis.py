@@ -66,6 +66,7 @@ class FuncInfo:
     blocks: tuple[BlockInfo, ...]  # in program order
     intermediates: frozenset  # buffers allocated in the root block
     regular: bool  # every block sits in its own simple loop nest under the root
+    layout_free: frozenset = frozenset()  # parameters whose layout the caller lets us choose (weights)
 
     def block(self, name: str) -> BlockInfo:
         return next(b for b in self.blocks if b.name == name)
@@ -157,6 +158,15 @@ def _has_nested_block(stmt) -> bool:
     return bool(found)
 
 
+def layout_free_params(func: tirx.PrimFunc) -> frozenset:
+    """Names of the parameters listed in the function's ``layout_free_buffers``
+    attribute (TVM's mark for weights: constants whose layout may be changed once,
+    ahead of time, instead of at every call)."""
+    indices = func.attrs.get("layout_free_buffers") if func.attrs is not None else None
+    params = list(func.params)
+    return frozenset(params[int(i)].name for i in (indices or ()) if 0 <= int(i) < len(params))
+
+
 def analyze(func: tirx.PrimFunc) -> FuncInfo:
     """Read the blocks of ``func`` (see the module docstring for the form expected)."""
     root = func.body.block if isinstance(func.body, SBlockRealize) else None
@@ -167,7 +177,7 @@ def analyze(func: tirx.PrimFunc) -> FuncInfo:
     blocks = tuple(_block_info(realize, loops) for realize, loops in found)
     regular = regular and all(b.simple_nest for b in blocks) and bool(blocks)
     intermediates = frozenset(b.name for b in root.alloc_buffers)
-    return FuncInfo(blocks, intermediates, regular)
+    return FuncInfo(blocks, intermediates, regular, layout_free_params(func))
 
 
 def loop_kinds(sch, block, loops: list) -> list:

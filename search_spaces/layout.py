@@ -7,15 +7,22 @@ layout with that dimension split by the vector width and moved innermost
 (``W[ff // 16, rc, ry, rx, ff % 16]``). The accumulator gets the same treatment
 when the vector axis is not the output's last dimension, so that vector loads
 and stores stay contiguous.
+
+The copy of a parameter the function marks layout-free (a weight, see
+``analysis.layout_free_params``) is annotated as MetaSchedule's layout-rewrite
+preprocessing block: TVM's ``SplitLayoutRewritePreproc`` can then move it into a
+function of its own, which a model build runs once, on the constant weights.
 """
 
 from __future__ import annotations
 
 from tvm.s_tir import Schedule
-from tvm.tirx import IndexMap
+from tvm.tirx import IndexMap, IntImm
 
 from .analysis import block_reads
 from .common import loop_extent
+
+PREPACK_ANNOTATION = "meta_schedule.layout_rewrite_preproc"
 
 
 def packable_inputs(sch: Schedule, block_name: str, spatial_names: list,
@@ -52,9 +59,10 @@ def _read_index(sch: Schedule, block, buffer: str) -> int:
 
 
 def pack_inputs(sch: Schedule, block, inputs: list, lanes: int, num_cores: int,
-                intermediates: frozenset) -> None:
+                intermediates: frozenset, layout_free: frozenset) -> None:
     """Give each ``(buffer, dim)`` read of ``block`` the blocked layout: an
-    intermediate (the padded input) is transformed in place, a parameter is copied."""
+    intermediate (the padded input) is transformed in place, a parameter is copied
+    (a copy that can be made ahead of time when the parameter is ``layout_free``)."""
     for buffer, dim in inputs:
         shape = next(r for r in sch.get(block).reads if r.source.name == buffer).source.ty.shape
         index_map = blocked_map(shape, dim, lanes)
@@ -68,6 +76,8 @@ def pack_inputs(sch: Schedule, block, inputs: list, lanes: int, num_cores: int,
         chunks = min(loop_extent(sch, fused), 4 * num_cores)
         outer, _ = sch.split(fused, [chunks, None])
         sch.parallel(outer)
+        if buffer in layout_free:
+            sch.annotate(copy, PREPACK_ANNOTATION, IntImm("int32", 1))
 
 
 def pack_accumulator(sch: Schedule, block, dim: int, lanes: int) -> None:

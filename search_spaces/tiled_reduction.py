@@ -185,7 +185,7 @@ class TiledReductionRule:
         lanes = self._lanes(values)
         if values.get("pack"):
             pack_inputs(sch, anchor, self.packable[values.get("pad", "inline")][vector], lanes,
-                        self.num_cores, self.info.intermediates)
+                        self.num_cores, self.info.intermediates, self.info.layout_free)
         write_back = sch.cache_write(anchor, 0, "global")
         if values.get("pack") and self.accumulator_dim(vector) is not None:
             pack_accumulator(sch, anchor, self.accumulator_dim(vector), lanes)

@@ -1,7 +1,8 @@
 """Build a whole model from the tuning cache. Never measures anything.
 
 Each task gets the best cached config of this backend when there is one, and
-its search space's default config otherwise. The result says which tasks had
+its search space's default config otherwise. Weights that a schedule packs into
+a blocked layout are packed here, once (``tuner.prepack``). The result says which tasks had
 a record and what share of the model's FLOPs they hold.
 """
 
@@ -133,9 +134,12 @@ def build(model, backend, cache=None) -> BuiltModel:
     """Compile ``model`` for ``backend`` with the best schedules ``cache`` holds (defaults elsewhere)."""
     import tvm
 
+    from .prepack import prepack_weights
+
     parts = partition(model, backend)
     module, schedules = apply_schedules(parts, backend, cache)
     try:
+        module = prepack_weights(module, backend.tvm_target())
         executable = tvm.compile(module, target=backend.tvm_target())
     except Exception as err:  # codegen failures carry long C++ traces
         lines = [line for line in str(err).strip().splitlines() if line.strip()]

@@ -11,13 +11,18 @@ import numpy as np
 
 
 def _apply_all(space, configs):
-    """Scheduled modules of the configs that apply; None where a config does not fit."""
+    """Modules of what is timed for each config (its compute, weights prepacked);
+    None where a config does not fit."""
+    import tvm
+
     import search_spaces
+
+    from .prepack import split_prepack
 
     mods = []
     for config in configs:
         try:
-            mods.append(space.apply(config).mod)
+            mods.append(tvm.IRModule({"main": split_prepack(space.apply(config).mod["main"]).compute}))
         except search_spaces.InvalidConfigError:
             mods.append(None)
     return mods

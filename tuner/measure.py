@@ -86,7 +86,7 @@ class LocalMeasurer:
             check = io.reference_ok and io.checked < self.settings.check_first
             io.checked += int(check)
             results.append(self._run(outcome, io, check))
-            os.remove(outcome)
+            os.remove(outcome["path"])
         return results
 
     def _prepare(self, task) -> _TaskIO:
@@ -117,16 +117,17 @@ class LocalMeasurer:
         for future in futures:
             outcome = _outcome(future, timeout_kind="timeout", crash_kind="crash", stage="build")
             if outcome["status"] == RESULT_OK:
-                outcomes.append(outcome["path"])
+                outcomes.append(outcome)
             else:
                 outcomes.append(MeasureResult.error(outcome["status"], outcome["message"]))
         return outcomes
 
-    def _run(self, path: str, io: _TaskIO, check: bool) -> MeasureResult:
+    def _run(self, built: dict, io: _TaskIO, check: bool) -> MeasureResult:
         settings = {"num_threads": self.backend.num_cores, "repeat": self.settings.repeat,
                     "min_repeat_ms": self.settings.min_repeat_ms, "rtol": self.settings.rtol,
                     "atol": self.settings.atol}
-        future = self._runner.submit(run_candidate, path, io.io_dir, io.num_args, io.num_outputs, check, settings)
+        future = self._runner.submit(run_candidate, built["path"], io.io_dir, io.num_args, io.num_outputs, check,
+                                     settings, built.get("prepack"))
         outcome = _outcome(future, timeout_kind="timeout", crash_kind="crash", stage="run")
         if outcome["status"] == RESULT_OK:
             return MeasureResult(tuple(outcome["costs_s"]))

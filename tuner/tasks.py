@@ -60,7 +60,9 @@ def fuse(relax_module, target):
 
     Inference BatchNorms are folded into the weights of the convolutions before them,
     so that they cost nothing (as ONNX Runtime does), and exp/erf/tanh use TVM's
-    vectorizable fast-math expansions instead of scalar library calls.
+    vectorizable fast-math expansions instead of scalar library calls. Parameters of a
+    TIR function that are constants at every call site (weights) are listed in its
+    ``layout_free_buffers`` attribute, so that a schedule may repack them at build time.
     """
     from tvm import relax
 
@@ -70,29 +72,56 @@ def fuse(relax_module, target):
             fused = relax.get_pipeline("zero")(folded)
             fused = relax.transform.FastMathTransform()(fused)
         fused = relax.transform.RewriteDataflowReshape()(fused)
-        return relax.transform.DeadCodeElimination()(fused)
+        fused = relax.transform.DeadCodeElimination()(fused)
     except Exception as err:  # a lowering failure deep inside TVM
         lines = [line for line in str(err).strip().splitlines() if line.strip()]
         raise BuildError(f"fusing the model failed: {lines[-1].strip() if lines else type(err).__name__}") from err
+    return _mark_layout_free(fused)
 
 
-def _call_sites(module) -> dict[str, tuple[int, int]]:
-    """For each TIR function called with ``call_tir``: (number of call sites, number of input arguments)."""
+@dataclass
+class _Sites:
+    """How a TIR function is called: how often, with how many inputs, and which inputs are always constants."""
+
+    count: int = 0
+    num_inputs: int = 0
+    constant: tuple[bool, ...] = ()
+
+    def add(self, args) -> None:
+        from tvm.ir.expr import Constant
+
+        flags = tuple(isinstance(arg, Constant) for arg in args)
+        self.constant = flags if not self.count else tuple(a and b for a, b in zip(self.constant, flags))
+        self.count += 1
+        self.num_inputs = len(args)
+
+
+def _call_sites(module) -> dict[str, _Sites]:
+    """For each TIR function called with ``call_tir``: its call sites."""
     from tvm import relax
 
     call_tir = {"relax.call_tir", "relax.call_tir_inplace"}
-    sites: dict[str, tuple[int, int]] = {}
+    sites: dict[str, _Sites] = {}
 
     def visit(expr):
         if isinstance(expr, relax.Call) and getattr(expr.op, "name", None) in call_tir:
-            name = expr.args[0].name_hint
-            count, _ = sites.get(name, (0, 0))
-            sites[name] = (count + 1, len(expr.args[1].fields))
+            sites.setdefault(expr.args[0].name_hint, _Sites()).add(expr.args[1].fields)
 
     for _, func in module.functions_items():
         if isinstance(func, relax.Function):
             relax.analysis.post_order_visit(func, visit)
     return sites
+
+
+def _mark_layout_free(module):
+    import tvm
+
+    for global_var, sites in _call_sites(module).items():
+        func = module[global_var]
+        constant = [index for index, flag in enumerate(sites.constant) if flag]
+        if isinstance(func, tvm.tirx.PrimFunc) and constant:
+            module.update_func(module.get_global_var(global_var), func.with_attr("layout_free_buffers", constant))
+    return module
 
 
 def partition(model, backend) -> Partition:
@@ -107,10 +136,10 @@ def partition(model, backend) -> Partition:
         if not isinstance(func, tvm.tirx.PrimFunc) or global_var.name_hint not in sites:
             continue
         main = func.with_attr("global_symbol", "main")
-        count, num_inputs = sites[global_var.name_hint]
+        site = sites[global_var.name_hint]
         entry = by_key.setdefault(workload_key(main), {"name": global_var.name_hint, "func": main, "weight": 0,
-                                                       "names": [], "outputs": len(main.params) - num_inputs})
-        entry["weight"] += count
+                                                       "names": [], "outputs": len(main.params) - site.num_inputs})
+        entry["weight"] += site.count
         entry["names"].append(global_var.name_hint)
     tasks = []
     for key, entry in by_key.items():

@@ -28,10 +28,17 @@ def _load_func(tir_json: str):
 
 
 def build_candidate(tir_json: str, config_json: str, target: dict, path: str) -> dict:
-    """Apply a config to a task's function and compile it to ``path``. Returns ``{"status", ...}``."""
+    """Apply a config to a task's function and compile it to ``path``. Returns ``{"status", ...}``.
+
+    A schedule that packs weights is split (``tuner.prepack``): the library holds
+    ``main`` (the compute, which is timed) and ``prepack``, and the result says which
+    inputs ``prepack`` turns into which packed shapes.
+    """
     import tvm
 
     import search_spaces
+
+    from .prepack import split_prepack
 
     func = _load_func(tir_json)
     tvm_target = tvm.target.Target(target)
@@ -41,11 +48,13 @@ def build_candidate(tir_json: str, config_json: str, target: dict, path: str) ->
     except (search_spaces.InvalidConfigError, ValueError, KeyError) as err:
         return {"status": "invalid_config", "message": _first_line(err)}
     try:
-        executable = tvm.compile(schedule.mod, target=tvm_target)
+        split = split_prepack(schedule.mod["main"])
+        executable = tvm.compile(split.module(), target=tvm_target)
         executable.export_library(path)
     except Exception as err:  # codegen can fail with many TVM error types
         return {"status": "build", "message": _first_line(err)}
-    return {"status": RESULT_OK, "path": path}
+    prepack = {"indices": list(split.indices), "packed": split.packed_shapes()} if split.prepack else None
+    return {"status": RESULT_OK, "path": path, "prepack": prepack}
 
 
 def random_arguments(func, seed: int) -> list[np.ndarray]:
@@ -94,7 +103,23 @@ def _check_outputs(tensors, io_dir: str, num_outputs: int, rtol: float, atol: fl
     return None
 
 
-def run_candidate(path: str, io_dir: str, num_args: int, num_outputs: int, check: bool, settings: dict) -> dict:
+def _prepacked(module, tensors: list, prepack: dict | None, device) -> list:
+    """``tensors`` with the inputs that ``prepack`` names replaced by their packed forms (made once, untimed)."""
+    import tvm
+
+    if not prepack:
+        return tensors
+    originals = [tensors[index] for index in prepack["indices"]]
+    packed = [tvm.runtime.tensor(np.zeros(shape, dtype), device) for shape, dtype in prepack["packed"]]
+    module["prepack"](*originals, *packed)
+    tensors = list(tensors)
+    for index, tensor in zip(prepack["indices"], packed):
+        tensors[index] = tensor
+    return tensors
+
+
+def run_candidate(path: str, io_dir: str, num_args: int, num_outputs: int, check: bool, settings: dict,
+                  prepack: dict | None = None) -> dict:
     """Load a built candidate, optionally check its outputs, then time it. Returns costs or an error."""
     import tvm
 
@@ -107,7 +132,7 @@ def run_candidate(path: str, io_dir: str, num_args: int, num_outputs: int, check
         arrays = _load_arguments(io_dir, num_args)
         for index in range(num_args - num_outputs, num_args):
             arrays[index] = np.zeros_like(arrays[index])
-        tensors = [tvm.runtime.tensor(array, device) for array in arrays]
+        tensors = _prepacked(module, [tvm.runtime.tensor(array, device) for array in arrays], prepack, device)
         if check:
             module["main"](*tensors)
             mismatch = _check_outputs(tensors, io_dir, num_outputs, settings["rtol"], settings["atol"])

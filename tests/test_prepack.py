@@ -1,0 +1,98 @@
+"""Weight prepacking: constant weights are marked layout-free, packed once at build time, and the
+measurement times the compute function alone on prepacked inputs."""
+
+import numpy as np
+import pytest
+import tvm
+from onnx import TensorProto, helper, numpy_helper
+from tvm import relax
+
+import search_spaces
+import tuner
+from benchmarks.models import conv_model
+from tuner.prepack import prepack_weights, split_prepack
+
+
+def _conv_with_weight_input():
+    """A 3x3 conv whose weight is a graph input, not an initializer."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], kernel_shape=[3, 3])]
+    graph = helper.make_graph(nodes, "conv_w", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 10, 10]),
+                                                helper.make_tensor_value_info("w", TensorProto.FLOAT, [32, 8, 3, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 10, 10])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    return model
+
+
+@pytest.fixture(scope="module")
+def conv_task():
+    backend = tuner.resolve_backend()
+    model = tuner.load(conv_model(in_channels=24, out_channels=32, size=14, bias=True, relu=True))
+    (task,) = tuner.partition(model, backend).tasks
+    return task
+
+
+def test_constant_weights_are_marked_layout_free(conv_task, backend):
+    params = [p.name for p in conv_task.func.params]
+    marked = [params[int(i)] for i in conv_task.func.attrs["layout_free_buffers"]]
+    assert len(marked) == 2 and params[0] not in marked and params[-1] not in marked  # weight and bias
+    (task,) = tuner.partition(tuner.load(_conv_with_weight_input()), backend).tasks
+    assert "layout_free_buffers" not in (task.func.attrs or {})
+    space = search_spaces.space_for(task.func, backend.tvm_target())
+    assert split_prepack(space.apply(space.default_config()).mod["main"]).prepack is None
+
+
+def _run(lib, name, arrays):
+    tensors = [tvm.runtime.tensor(a) for a in arrays]
+    lib[name](*tensors)
+    return [t.numpy() for t in tensors]
+
+
+def test_split_prepack_computes_the_same(conv_task, backend):
+    space = search_spaces.space_for(conv_task.func, backend.tvm_target())
+    config = space.default_config()
+    assert config.get("pack") is True
+    split = split_prepack(space.apply(config).mod["main"])
+    assert split.prepack is not None and split.indices == (1,)
+    ((packed_shape, _),) = split.packed_shapes()
+    weight_shape = [int(d) for d in conv_task.func.params[1].ty.shape]
+    assert sorted(packed_shape) != packed_shape or len(packed_shape) > len(weight_shape)
+
+    target = backend.tvm_target()
+    lib = tvm.compile(split.module(), target=target)
+    reference = tvm.compile(tvm.IRModule({"main": conv_task.func}), target=target)
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal([int(d) for d in p.ty.shape]).astype("float32") for p in conv_task.func.params]
+    want = _run(reference, "main", arrays)[-1]
+    packed = _run(lib, "prepack", [arrays[1], np.zeros(packed_shape, "float32")])[1]
+    got = _run(lib, "main", [arrays[0], packed, *arrays[2:]])[-1]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+    unpacked = split_prepack(space.apply(config.replace(pack=False)).mod["main"])
+    assert unpacked.prepack is None and unpacked.indices == ()
+
+
+def test_build_packs_weights_once(backend):
+    from tuner.build import apply_schedules
+
+    model = tuner.load(conv_model(in_channels=24, out_channels=32, size=14))
+    module, _ = apply_schedules(tuner.partition(model, backend), backend)
+    packed = prepack_weights(module, backend.tvm_target())
+    names = [gv.name_hint for gv, f in packed.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert any(name.endswith("_prepacked") for name in names)
+    assert not any(name.endswith("_weight_prepack") for name in names)  # folded away at build time
+    calls = []
+    relax.analysis.post_order_visit(packed["main"], lambda e: calls.append(e.args[0].name_hint)
+                                    if isinstance(e, relax.Call) and e.op.name == "relax.call_tir" else None)
+    assert calls and all(name.endswith("_prepacked") for name in calls)
+
+
+@pytest.mark.slow
+def test_measurement_checks_and_times_the_prepacked_compute(conv_task, backend):
+    from tuner.measure import LocalMeasurer, MeasureSettings
+
+    space = search_spaces.space_for(conv_task.func, backend.tvm_target())
+    default = space.default_config()
+    with LocalMeasurer(backend, MeasureSettings(repeat=2, min_repeat_ms=1)) as measurer:
+        packed, plain = measurer.measure(conv_task, [default, default.replace(pack=False)])
+    assert packed.ok and plain.ok, (packed, plain)  # both were checked against the unscheduled function
