@@ -2,6 +2,7 @@
 
     python -m benchmarks.e2e --models resnet18 --trials 3000 --cache build/bench/e2e.sqlite
     python -m benchmarks.e2e --models resnet18 mobilenetv2 transformer mlp --trials 0   # untuned (defaults)
+    python -m benchmarks.e2e --models resnet18 --trials 100000 --time 20m --search model --scheduler gradient
 
 Prints one table row per model (and ``--json FILE``): tuned latency, ONNX Runtime latency, the
 speed ratio, the largest output difference, and how long tuning took.
@@ -15,14 +16,15 @@ import time
 
 import tuner
 from benchmarks.models import build as build_model
+from tuner.cli import parse_duration
 
 
-def run_model(name, backend, cache, trials, repeat=7, seed=0, progress=True, **model_args) -> dict:
+def run_model(name, backend, cache, settings, repeat=7, progress=True, **model_args) -> dict:
     model = tuner.load(build_model(name, **model_args))
     started = time.perf_counter()
     report = None
-    if trials > 0:
-        report = tuner.tune(model, backend, cache, tuner.TuneSettings(trials=trials, seed=seed), progress=progress)
+    if settings.trials > 0:
+        report = tuner.tune(model, backend, cache, settings, progress=progress)
     tune_s = time.perf_counter() - started
     bench = tuner.bench(model, backend, cache, repeat=repeat)
     row = bench.to_json()
@@ -37,14 +39,19 @@ def main(argv=None) -> None:
     parser.add_argument("--trials", type=int, default=3000, help="total trials per model (0: no tuning)")
     parser.add_argument("--cache", default="build/bench/e2e.sqlite")
     parser.add_argument("--json", help="write the rows as JSON to this file")
+    parser.add_argument("--time", help="wall-clock tuning budget per model, e.g. 20m (default: none)")
+    parser.add_argument("--search", default="random", choices=["random", "model"])
+    parser.add_argument("--scheduler", default="work-share", choices=["work-share", "gradient"])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    settings = tuner.TuneSettings(trials=args.trials, seed=args.seed, search=args.search, scheduler=args.scheduler,
+                                  time_budget_s=parse_duration(args.time) if args.time else None)
     backend = tuner.resolve_backend("host")
     rows = []
     with tuner.Cache(args.cache) as cache:
         for name in args.models:
-            rows.append(run_model(name, backend, cache, args.trials, seed=args.seed))
-    print(f"backend {backend}")
+            rows.append(run_model(name, backend, cache, settings))
+    print(f"backend {backend}; search {args.search}, scheduler {args.scheduler}")
     print(f"{'model':<12} {'trials':>6} {'tune s':>7} {'tuner ms':>9} {'ORT ms':>9} {'ORT/tuner':>9} "
           f"{'max|err|':>9} {'tuned tasks':>11}")
     for row in rows:

@@ -457,7 +457,7 @@ def _parse_value(text: str):
     return text
 
 
-def _parse_settings(pairs: Sequence[str]) -> dict:
+def parse_settings(pairs: Sequence[str]) -> dict:
     settings = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -476,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         metavar="KEY=VALUE", help="override a builder argument")
     args = parser.parse_args(argv)
     try:
-        kwargs = _parse_settings(args.settings)
+        kwargs = parse_settings(args.settings)
     except argparse.ArgumentTypeError as err:
         parser.error(str(err))
     try:

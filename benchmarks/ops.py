@@ -20,7 +20,7 @@ import numpy as np
 
 import tuner
 from benchmarks.models import conv_model, matmul_model
-from tuner.bench import onnxruntime_session, random_inputs, time_callable_s
+from tuner.bench import batch_timer, interleaved_s, model_batch_timer, onnxruntime_session, random_inputs
 
 OPS = {
     "matmul": lambda: matmul_model(m=1024, k=1024, n=1024),
@@ -30,24 +30,22 @@ OPS = {
 }
 
 
-def _reference_s(name, model, arrays, backend, repeat, min_repeat_s):
+def _reference_timer(name, model, arrays, backend, min_repeat_s):
     if name == "matmul":
         x = arrays[0]
-        weight = _initializer(model.proto, "W")
-        return time_callable_s(lambda: np.matmul(x, weight), repeat, min_repeat_s), "numpy"
+        weight = _initializer(model.proto)
+        return batch_timer(lambda: np.matmul(x, weight), min_repeat_s), "numpy"
     session = onnxruntime_session(model, backend.num_cores)
     feeds = {model.inputs[0].name: arrays[0]}
-    return time_callable_s(lambda: session.run(None, feeds), repeat, min_repeat_s), "onnxruntime"
+    return batch_timer(lambda: session.run(None, feeds), min_repeat_s), "onnxruntime"
 
 
-def _initializer(proto, name):
+def _initializer(proto):
+    """The weight of a one-MatMul model (its only initializer)."""
     from onnx import numpy_helper
 
-    for init in proto.graph.initializer:
-        if init.name == name:
-            return numpy_helper.to_array(init)
-    names = [init.name for init in proto.graph.initializer]
-    raise KeyError(f"no initializer {name!r}; the model has {names}")
+    (weight,) = proto.graph.initializer
+    return numpy_helper.to_array(weight)
 
 
 def run_op(name, backend, cache, trials, repeat=7, min_repeat_s=0.2, seed=0, progress=True) -> dict:
@@ -58,9 +56,10 @@ def run_op(name, backend, cache, trials, repeat=7, min_repeat_s=0.2, seed=0, pro
     built = tuner.build(model, backend, cache)
     compiled = built.runner()
     arrays = random_inputs(model.inputs, seed)
-    once = time_callable_s(lambda: compiled.run(*arrays), 1, 0.0)[0]
-    tuned_s = compiled.time_s(*arrays, number=max(1, int(min_repeat_s / once)), repeat=repeat)
-    reference_s, reference_name = _reference_s(name, model, arrays, backend, repeat, min_repeat_s)
+    reference_timer, reference_name = _reference_timer(name, model, arrays, backend, min_repeat_s)
+    times = interleaved_s({"tuned": model_batch_timer(compiled, arrays, min_repeat_s),
+                           "reference": reference_timer}, repeat)
+    tuned_s, reference_s = times["tuned"], times["reference"]
     flops = sum(task["flops"] * task["weight"] for task in report.tasks)
     tuned, reference = statistics.median(tuned_s), statistics.median(reference_s)
     return {
@@ -74,16 +73,19 @@ def run_op(name, backend, cache, trials, repeat=7, min_repeat_s=0.2, seed=0, pro
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ops", nargs="+", default=list(OPS), choices=list(OPS))
-    parser.add_argument("--trials", type=int, default=500)
+    parser.add_argument("--trials", type=int, default=500, help="trials per op (counting the cache)")
+    parser.add_argument("--trials-for", nargs="*", default=[], metavar="OP=N", help="another budget for some ops")
     parser.add_argument("--cache", default="build/bench/ops.sqlite")
     parser.add_argument("--json", help="write the rows as JSON to this file")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    budgets = {name: args.trials for name in args.ops}
+    budgets.update({op: int(n) for op, n in (item.split("=") for item in args.trials_for)})
     backend = tuner.resolve_backend("host")
     rows = []
     with tuner.Cache(args.cache) as cache:
         for name in args.ops:
-            rows.append(run_op(name, backend, cache, args.trials, seed=args.seed))
+            rows.append(run_op(name, backend, cache, budgets[name], seed=args.seed))
     print(f"backend {backend}")
     print(f"{'op':<10} {'trials':>6} {'tuned ms':>9} {'GFLOP/s':>8} {'reference':>12} {'ref ms':>9} {'GFLOP/s':>8} "
           f"{'tuned speed / ref':>17}")

@@ -82,12 +82,14 @@ def feature_names(with_task: bool = False) -> list[str]:
     return names + list(TASK_FACT_NAMES) if with_task else names
 
 
-def _tune_context(target: tvm.target.Target, num_threads: int) -> ms.TuneContext:
-    """A TuneContext made without ``TuneContext.__init__`` (see the module docstring)."""
+def tune_context(target: tvm.target.Target, num_threads: int, mod: tvm.IRModule | None = None) -> ms.TuneContext:
+    """A MetaSchedule TuneContext made without ``TuneContext.__init__`` (see the module
+    docstring): enough for feature extraction, and for MetaSchedule's cost models,
+    which group rows by ``mod``."""
     context = ms.TuneContext.__new__(ms.TuneContext)
     context.__init_handle_by_constructor__(
         ms._ffi_api.TuneContext,  # pylint: disable=protected-access
-        None, target, None, None, "main", num_threads, 1, None)
+        mod, target, None, None, "main", num_threads, 1, None)
     return context
 
 
@@ -111,7 +113,7 @@ def store_rows(mods: list, target: tvm.target.Target, num_threads: int = 1) -> l
     extractor = ms.feature_extractor.PerStoreFeature(
         buffers_per_store=_BUFFERS_PER_STORE, arith_intensity_curve_num_samples=_CURVE_SAMPLES)
     candidates = [ms.MeasureCandidate(schedule, []) for schedule in schedules]
-    tensors = extractor.extract_from(_tune_context(target, num_threads), candidates)
+    tensors = extractor.extract_from(tune_context(target, num_threads), candidates)
     return [tensor.numpy() for tensor in tensors]
 
 

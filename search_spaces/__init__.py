@@ -27,9 +27,14 @@ from .reduction import ReductionRule
 from .space import NotApplicable, SearchSpace
 from .tiled_reduction import TiledReductionRule
 
-__all__ = ["Config", "InvalidConfigError", "SearchSpace", "space_for", "RULES"]
+__all__ = ["Config", "InvalidConfigError", "SearchSpace", "space_for", "RULES", "SPACE_VERSION"]
 
 RULES = ("tiled_reduction", "reduction", "elementwise", "fallback")
+
+# What a config means: bump it whenever applying a stored config would give another
+# schedule than before (a knob's meaning, a rule's structure, how weights are packed),
+# so that records measured under the old meaning are never applied to the new one.
+SPACE_VERSION = 2
 _RULE_CLASSES = (TiledReductionRule, ReductionRule, ElementwiseRule)
 
 

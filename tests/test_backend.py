@@ -31,6 +31,16 @@ def test_key_changes_with_what_matters(backend):
     assert "avx512f" not in other_cpu.features
 
 
+def test_key_changes_with_the_meaning_of_configs(backend):
+    import dataclasses
+
+    import search_spaces
+
+    assert backend.space_version == search_spaces.SPACE_VERSION
+    older = dataclasses.replace(backend, space_version=backend.space_version - 1)
+    assert older.key != backend.key and Backend.from_json(older.to_json()) == older
+
+
 @pytest.mark.parametrize("spec, fragment", [
     ("llvm -mcpu=znver4", "JSON dict"),
     ("{not json", "not valid JSON"),

@@ -104,3 +104,26 @@ def _output_scale(proto):
 
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     return float(np.abs(session.run(None, model_inputs(proto))[0]).max())
+
+
+@pytest.mark.slow
+def test_profile_attributes_every_kernel_call_to_its_task(tmp_path, backend, cache):
+    model = tuner.load(resnet18_model(size=32, width=8, num_classes=10))
+    report = tuner.bench(model, backend, cache, repeat=1, profile=True)
+    rows = {row.task_name: row for row in report.profile}
+    built = tuner.build(model, backend, cache)
+    for schedule in built.schedules:  # every task runs, as often per run as it occurs in the model
+        row = rows[schedule.task_name]
+        assert row.calls_per_run == schedule.weight and row.source == "default"
+        assert row.ms_per_run > 0 and row.gflops == pytest.approx(
+            schedule.flops * schedule.weight / (row.ms_per_run * 1e-3) / 1e9)
+    assert set(rows) - {s.task_name for s in built.schedules} <= {"runtime (allocation, reshapes, checks)"}
+    assert sum(row.share for row in report.profile) == pytest.approx(1.0)
+    assert [row.ms_per_run for row in report.profile] == sorted((r.ms_per_run for r in report.profile), reverse=True)
+    assert "where the time goes" in report.table() and report.to_json()["profile"][0]["task_name"]
+
+    path = tmp_path / "r18.onnx"
+    onnx.save(model.proto, str(path))
+    cli = run_cli("bench", path, "--cache", tmp_path / "cli.sqlite", "--repeat", "1", "--profile")
+    assert cli.returncode == 0, cli.stderr
+    assert "where the time goes" in cli.stdout and "fused_conv2d" in cli.stdout

@@ -4,7 +4,7 @@ measurement times the compute function alone on prepacked inputs."""
 import numpy as np
 import pytest
 import tvm
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 from tvm import relax
 
 import search_spaces

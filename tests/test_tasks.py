@@ -1,7 +1,6 @@
 import subprocess
 import sys
 
-import pytest
 
 import tuner
 from benchmarks.models import conv_model, mlp_model, resnet18_model, small_cnn_model

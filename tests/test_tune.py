@@ -157,3 +157,18 @@ def test_model_guided_search_trains_stores_features_and_transfers(backend, cache
                   measurer=fake, progress=False)
     assert report.search["transferred_rows"] >= 40  # the first model's records, from stored features
     assert report.search["model_trained"]
+
+
+def test_report_curve_follows_the_estimated_latency(model, backend, cache):
+    report = tune(model, backend, cache, TuneSettings(trials=48, batch_size=8), measurer=FakeMeasurer(),
+                  progress=False)
+    trials = [point[0] for point in report.curve]
+    estimates = [point[1] for point in report.curve if point[1] is not None]
+    assert trials[0] == 0 and trials[-1] == 48 and trials == sorted(trials)
+    assert report.curve[0][1] is None and estimates  # unknown until every task has a measurement
+    assert all(later <= earlier for earlier, later in zip(estimates, estimates[1:]))
+    assert estimates[-1] == pytest.approx(report.estimated_ms)
+    assert report.to_json()["curve"][-1] == [48, pytest.approx(report.estimated_ms)]
+    resumed = tune(model, backend, cache, TuneSettings(trials=56, batch_size=8), measurer=FakeMeasurer(),
+                   progress=False)
+    assert resumed.curve[0] == (48, pytest.approx(report.estimated_ms)) and resumed.curve[-1][0] == 56

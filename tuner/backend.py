@@ -2,7 +2,8 @@
 
 A record measured on one backend is never applied on another, so the key holds
 everything that changes what the fastest code is: the TVM target, the CPU model,
-the ISA features the code generator uses, the core count and the TVM version.
+the ISA features the code generator uses, the core count, the TVM version, and the
+version of our search spaces (what a stored config means).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Backend:
     features: tuple[str, ...]
     num_cores: int
     tvm_version: str
+    space_version: int = 0
 
     def describe(self) -> dict:
         """The plain-JSON description that the key is computed from."""
@@ -47,6 +49,7 @@ class Backend:
             "features": list(self.features),
             "num_cores": self.num_cores,
             "tvm_version": self.tvm_version,
+            "space_version": self.space_version,
         }
 
     def to_json(self) -> str:
@@ -56,7 +59,8 @@ class Backend:
     def from_json(cls, text: str) -> "Backend":
         data = json.loads(text)
         return cls(target=data["target"], device=data["device"], features=tuple(data["features"]),
-                   num_cores=int(data["num_cores"]), tvm_version=data["tvm_version"])
+                   num_cores=int(data["num_cores"]), tvm_version=data["tvm_version"],
+                   space_version=int(data.get("space_version", 0)))
 
     @property
     def key(self) -> str:
@@ -170,6 +174,8 @@ def resolve_backend(spec="host", device: str | None = None) -> Backend:
     import tvm
     from tvm.target import codegen
 
+    import search_spaces
+
     target_dict = host_target() if spec in (None, "host") else _parse_target(spec)
     if target_dict.get("kind") != "llvm":
         raise TargetError(f"target kind {target_dict.get('kind')!r} is not supported yet: use 'llvm' (CPU)")
@@ -191,4 +197,5 @@ def resolve_backend(spec="host", device: str | None = None) -> Backend:
         features=features,
         num_cores=int(target_dict["num-cores"]),
         tvm_version=tvm.__version__,
+        space_version=search_spaces.SPACE_VERSION,
     )

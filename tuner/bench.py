@@ -1,4 +1,9 @@
-"""Compare a built model with ONNX Runtime, in the same run, on the same inputs and thread count."""
+"""Compare a built model with ONNX Runtime, in the same run, on the same inputs and thread count.
+
+The two are timed in alternation (``interleaved_s``): each round times one batch of
+each, so that the machine's speed drifting during the comparison (other work on a
+shared host) affects both alike; the medians over the rounds are compared.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ class BenchReport:
     num_threads: int
     tuner_repeats_ms: tuple[float, ...] = field(default=())
     onnxruntime_repeats_ms: tuple[float, ...] = field(default=())
+    profile: tuple = field(default=())  # TaskTime rows (tuner.profile), when asked for
 
     @property
     def speedup_vs_onnxruntime(self) -> float:
@@ -35,16 +41,22 @@ class BenchReport:
         data["speedup_vs_onnxruntime"] = self.speedup_vs_onnxruntime
         data["tuner_repeats_ms"] = list(self.tuner_repeats_ms)
         data["onnxruntime_repeats_ms"] = list(self.onnxruntime_repeats_ms)
+        data["profile"] = [row.to_json() for row in self.profile]
         return data
 
     def table(self) -> str:
-        return "\n".join([
+        from .profile import table
+
+        lines = [
             f"model {self.model} on {self.backend}, {self.num_threads} threads",
             f"  tuner (TVM)   {self.tuner_ms:10.3f} ms  (median of {len(self.tuner_repeats_ms)} repeats)",
             f"  onnxruntime   {self.onnxruntime_ms:10.3f} ms  (median of {len(self.onnxruntime_repeats_ms)} repeats)",
             f"  speedup vs onnxruntime: {self.speedup_vs_onnxruntime:.2f}x   max |difference|: {self.max_abs_err:.3g}",
             f"  {self.tasks_tuned}/{self.tasks} tasks tuned ({self.flops_share_tuned:.0%} of FLOPs)",
-        ])
+        ]
+        if self.profile:
+            lines += ["where the time goes (one run, each kernel call timed):", table(list(self.profile))]
+        return "\n".join(lines)
 
 
 def random_inputs(inputs, seed: int = 0) -> list[np.ndarray]:
@@ -71,23 +83,37 @@ def onnxruntime_session(model, num_threads: int):
     return ort.InferenceSession(model.proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def time_callable_s(run, repeat: int, min_repeat_s: float) -> list[float]:
-    """Seconds per call for each repeat: one warm-up call, then ``repeat`` batches of equal size."""
+def batch_timer(run, min_repeat_s: float):
+    """A function that times one batch of calls of ``run`` (sized to last about ``min_repeat_s``,
+    after one warm-up call) and returns the seconds per call."""
     start = time.perf_counter()
     run()
-    once = max(time.perf_counter() - start, 1e-7)
-    number = max(1, math.ceil(min_repeat_s / once))
-    results = []
-    for _ in range(repeat):
+    number = max(1, math.ceil(min_repeat_s / max(time.perf_counter() - start, 1e-7)))
+
+    def timed() -> float:
         start = time.perf_counter()
         for _ in range(number):
             run()
-        results.append((time.perf_counter() - start) / number)
+        return (time.perf_counter() - start) / number
+
+    return timed
+
+
+def model_batch_timer(compiled, arrays, min_repeat_s: float):
+    """Like ``batch_timer`` for a compiled model, timed by TVM's own evaluator (no Python in the loop)."""
+    start = time.perf_counter()
+    compiled.run(*arrays)
+    number = max(1, math.ceil(min_repeat_s / max(time.perf_counter() - start, 1e-7)))
+    return lambda: compiled.time_s(*arrays, number=number, repeat=1)[0]
+
+
+def interleaved_s(timers: dict, repeat: int) -> dict[str, list[float]]:
+    """``repeat`` rounds, each timing one batch of every timer in turn: {name: seconds per call of each round}."""
+    results = {name: [] for name in timers}
+    for _ in range(repeat):
+        for name, timer in timers.items():
+            results[name].append(timer())
     return results
-
-
-def number_for(seconds_once: float, min_repeat_s: float) -> int:
-    return max(1, math.ceil(min_repeat_s / max(seconds_once, 1e-7)))
 
 
 def max_abs_difference(outputs, references) -> float:
@@ -99,8 +125,9 @@ def max_abs_difference(outputs, references) -> float:
 
 
 def bench(model, backend, cache=None, repeat: int = 7, min_repeat_s: float = 0.1, seed: int = 0,
-          built=None) -> BenchReport:
-    """Build ``model`` from ``cache`` (or use ``built``) and time it against ONNX Runtime in this run."""
+          built=None, profile: bool = False) -> BenchReport:
+    """Build ``model`` from ``cache`` (or use ``built``) and time it against ONNX Runtime in this run.
+    With ``profile``, also time each task's kernels (``tuner.profile``)."""
     built = built if built is not None else build(model, backend, cache)
     compiled = built.runner()
     arrays = random_inputs(model.inputs, seed)
@@ -109,10 +136,16 @@ def bench(model, backend, cache=None, repeat: int = 7, min_repeat_s: float = 0.1
     references = session.run(list(model.output_names), feeds)
     outputs = compiled.run(*arrays)
 
-    ort_s = time_callable_s(lambda: session.run(None, feeds), repeat, min_repeat_s)
-    once = time_callable_s(lambda: compiled.run(*arrays), 1, 0.0)[0]
-    tvm_s = compiled.time_s(*arrays, number=number_for(once, min_repeat_s), repeat=repeat)
+    times = interleaved_s({"tvm": model_batch_timer(compiled, arrays, min_repeat_s),
+                           "onnxruntime": batch_timer(lambda: session.run(None, feeds), min_repeat_s)}, repeat)
+    tvm_s, ort_s = times["tvm"], times["onnxruntime"]
     coverage = built.coverage
+    if profile:
+        from .profile import profile as profile_tasks
+
+        task_times = tuple(profile_tasks(built, arrays))
+    else:
+        task_times = ()
     return BenchReport(
         model=model.name, backend=backend.key,
         tuner_ms=statistics.median(tvm_s) * 1e3, onnxruntime_ms=statistics.median(ort_s) * 1e3,
@@ -120,4 +153,5 @@ def bench(model, backend, cache=None, repeat: int = 7, min_repeat_s: float = 0.1
         tasks=coverage.tasks, tasks_tuned=coverage.tasks_tuned, flops_share_tuned=coverage.flops_share_tuned,
         num_threads=backend.num_cores,
         tuner_repeats_ms=tuple(s * 1e3 for s in tvm_s), onnxruntime_repeats_ms=tuple(s * 1e3 for s in ort_s),
+        profile=task_times,
     )

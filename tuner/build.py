@@ -29,9 +29,13 @@ class TaskSchedule:
     source: str  # "cache" or "default"
     cached_cost_s: float | None = None
     note: str = ""
+    global_names: tuple[str, ...] = ()  # the model's functions this task stands for
 
     def to_json(self) -> dict:
-        return dict(self.__dict__)
+        data = dict(self.__dict__)
+        data["global_names"] = list(self.global_names)
+        return data
+
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,8 @@ def schedule_task(task, target, record=None):
 
 
 def _task_schedule(task, rule, source, cost_s, note=""):
-    return TaskSchedule(task.name, task.workload_key, task.weight, task.flops, rule, source, cost_s, note)
+    return TaskSchedule(task.name, task.workload_key, task.weight, task.flops, rule, source, cost_s, note,
+                        task.global_names)
 
 
 def apply_schedules(parts: Partition, backend, cache=None):

@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_cache_arg(bench)
     bench.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
     bench.add_argument("--repeat", type=int, default=7, help="timed repeats of each side (default 7)")
+    bench.add_argument("--profile", action="store_true", help="also show the time each task takes in one run")
 
     cache = commands.add_parser("cache", help="inspect, export or import the tuning-log cache")
     actions = cache.add_subparsers(dest="action", required=True)
@@ -160,7 +161,7 @@ def _cmd_bench(args) -> None:
         raise TunerError(f"--repeat must be at least 1, got {args.repeat}")
     model, backend = _load_model(args), _backend(args)
     with _open_cache(args.cache) as cache:
-        report = bench(model, backend, cache, repeat=args.repeat)
+        report = bench(model, backend, cache, repeat=args.repeat, profile=args.profile)
     print(report.table())
     if args.json:
         with open(args.json, "w") as stream:

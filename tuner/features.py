@@ -7,8 +7,6 @@ and extract the same configs again.
 
 from __future__ import annotations
 
-import numpy as np
-
 
 def _apply_all(space, configs):
     """Modules of what is timed for each config (its compute, weights prepacked);
@@ -77,7 +75,7 @@ def record_rows(cache, backend, limit: int, states: dict | None = None) -> list:
         workload = cache.workload(workload_key)
         if workload is None or not workload.get("tir_json"):
             continue
-        features = _features_for(cache, backend, workload, records, version, (states or {}).get(workload_key))
+        features = features_for_records(cache, backend, workload, records, version, (states or {}).get(workload_key))
         for record in records:
             row = features.get(record.config)
             if row is not None:
@@ -94,8 +92,9 @@ def _newest(by_task: dict, limit: int) -> dict:
     return kept
 
 
-def _features_for(cache, backend, workload, records, version, state=None) -> dict:
-    """{config JSON: row} for ``records`` of one task, extracting what the cache does not hold."""
+def features_for_records(cache, backend, workload: dict, records, version: str, state=None) -> dict:
+    """{config JSON: row} for ``records`` of one task (``workload`` as ``Cache.workload`` gives it),
+    extracting and storing what the cache does not hold yet."""
     import tvm
 
     import search_spaces

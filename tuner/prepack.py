@@ -67,7 +67,6 @@ def _written_params(func) -> list[int]:
 
 def split_prepack(func) -> Split:
     """Split ``func`` (a scheduled task function) into its weight prepacking and its compute."""
-    import tvm
     from tvm import relax
 
     outputs = _written_params(func)

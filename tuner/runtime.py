@@ -26,6 +26,10 @@ class CompiledModel:
         self.device = tvm.cpu()
         self._vm = relax.VirtualMachine(executable, self.device)
 
+    def tensors(self, arrays) -> list:
+        """The model's inputs as TVM tensors on its device, checked against the input specs."""
+        return self._tensors(list(arrays), {})
+
     def _tensors(self, args, named):
         import tvm
 

@@ -88,6 +88,7 @@ class TuneReport:
     elapsed_s: float
     tasks: tuple[dict, ...]
     search: dict = field(default_factory=dict)
+    curve: tuple[tuple[int, float | None], ...] = ()  # (trials, estimated model latency in ms) after each batch
 
     @property
     def estimated_ms(self) -> float | None:
@@ -99,7 +100,7 @@ class TuneReport:
     def to_json(self) -> dict:
         return {"model": self.model, "backend": self.backend, "trials": self.trials, "measured": self.measured,
                 "elapsed_s": self.elapsed_s, "estimated_ms": self.estimated_ms, "search": self.search,
-                "tasks": list(self.tasks)}
+                "tasks": list(self.tasks), "curve": [list(point) for point in self.curve]}
 
     def table(self) -> str:
         lines = [f"{'task':<48} {'weight':>6} {'trials':>6} {'best':>10} {'GFLOP/s':>9}"]
@@ -149,6 +150,7 @@ def tune(model, backend, cache, settings: TuneSettings, measurer=None, progress:
     measurer = measurer or LocalMeasurer(backend)
     bar = Progress(total=settings.trials, done=spent, enabled=progress)
     measured = 0
+    curve = [(spent, _estimate_ms(states))]
     try:
         while spent < settings.trials and not _out_of_time(started, settings.time_budget_s):
             state = scheduler.next(states, settings.trials - spent)
@@ -167,13 +169,14 @@ def tune(model, backend, cache, settings: TuneSettings, measurer=None, progress:
             strategy.observe(state, configs, results)
             spent += len(configs)
             measured += len(configs)
+            curve.append((spent, _estimate_ms(states)))
             bar.update(spent, _status(state, states))
     finally:
         bar.close()
         if own_measurer:
             measurer.close()
     return TuneReport(model.name, backend.key, spent, measured, time.perf_counter() - started,
-                      tuple(_task_summary(state) for state in states), strategy.describe())
+                      tuple(_task_summary(state) for state in states), strategy.describe(), tuple(curve))
 
 
 def _out_of_time(started: float, budget_s: float | None) -> bool:
@@ -186,6 +189,13 @@ def _records(backend, task, configs, results) -> list[Record]:
     versions = {"tvm": tvm.__version__, "rule": configs[0].rule if configs else ""}
     return [Record(backend.key, task.workload_key, task.name, config.to_json(), result, versions)
             for config, result in zip(configs, results)]
+
+
+def _estimate_ms(states: list[TaskState]) -> float | None:
+    """Sum of weight x best latency over the tasks, once every task has a measured config."""
+    if any(state.best_s is None for state in states):
+        return None
+    return sum(state.task.weight * state.best_s for state in states) * 1e3
 
 
 def _status(state: TaskState, states: list[TaskState]) -> str:

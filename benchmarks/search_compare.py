@@ -1,0 +1,109 @@
+"""Model-guided search against random search: how many trials to the same latency.
+
+    python -m benchmarks.search_compare --ops matmul conv --seeds 0 1 2 --random-trials 512 --model-trials 128
+
+For each op and seed, random search (the default config, then mutations of the best and random
+samples) and model-guided search (XGBoost-scored evolution, retrained after every batch) each tune
+the op from an empty cache of their own (``--dir``; a run that was cut off continues where its cache
+ends). The best-so-far curve of each run is read back from its cache in measurement order.
+Reported per op: random search's best after ``--random-trials``, model-guided search's best after
+``--model-trials``, and the trials model-guided search took to reach random search's best (also
+within 2 %, as timings of one config differ by about that much between measurements); the
+medians over the seeds decide.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+
+import tuner
+from benchmarks.ops import OPS
+
+TOLERANCE = 0.02
+
+
+def best_curve(cache, backend, workload_key: str) -> np.ndarray:
+    """Best mean cost (s) after each trial, in measurement order (inf before the first success)."""
+    costs = [r.result.mean_s if r.result.ok else np.inf for r in cache.records(backend.key, workload_key)]
+    return np.minimum.accumulate(np.asarray(costs, dtype=float)) if costs else np.zeros(0)
+
+
+def tune_curve(op: str, search: str, trials: int, seed: int, directory: Path, backend) -> np.ndarray:
+    model = tuner.load(OPS[op]())
+    settings = tuner.TuneSettings(trials=trials, seed=seed, search=search)
+    with tuner.Cache(directory / f"{op}-{search}-{seed}.sqlite") as cache:
+        report = tuner.tune(model, backend, cache, settings)
+        (task,) = report.tasks
+        return best_curve(cache, backend, task["workload_key"])[:trials]
+
+
+def trials_to_reach(curve: np.ndarray, target_s: float) -> int | None:
+    reached = np.flatnonzero(curve <= target_s)
+    return int(reached[0]) + 1 if reached.size else None
+
+
+def compare(op: str, seed: int, random_trials: int, model_trials: int, directory: Path, backend) -> dict:
+    random_curve = tune_curve(op, "random", random_trials, seed, directory, backend)
+    model_curve = tune_curve(op, "model", model_trials, seed, directory, backend)
+    target = float(random_curve[-1])
+    return {
+        "op": op, "seed": seed,
+        "random_best_ms": target * 1e3,
+        "random_best_ms_at_model_trials": float(random_curve[min(model_trials, len(random_curve)) - 1]) * 1e3,
+        "model_best_ms": float(model_curve[-1]) * 1e3,
+        "model_trials_to_random_best": trials_to_reach(model_curve, target),
+        "model_trials_to_random_best_within_2pct": trials_to_reach(model_curve, target * (1 + TOLERANCE)),
+        "random_trials_to_own_best": trials_to_reach(random_curve, target),
+        "random_curve_ms": (random_curve * 1e3).tolist(), "model_curve_ms": (model_curve * 1e3).tolist(),
+    }
+
+
+def _median_trials(values: list, limit: int):
+    """Median with 'not reached' counted as worse than any number of trials."""
+    ranked = sorted(v if v is not None else limit + 1 for v in values)
+    middle = ranked[len(ranked) // 2]
+    return middle if middle <= limit else None
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ops", nargs="+", default=["matmul", "conv"], choices=list(OPS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--random-trials", type=int, default=512)
+    parser.add_argument("--model-trials", type=int, default=128)
+    parser.add_argument("--dir", default="build/bench/search", help="one cache per op, strategy and seed")
+    parser.add_argument("--json", help="write the rows (with curves) as JSON to this file")
+    args = parser.parse_args(argv)
+    directory = Path(args.dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    backend = tuner.resolve_backend("host")
+    rows = [compare(op, seed, args.random_trials, args.model_trials, directory, backend)
+            for op in args.ops for seed in args.seeds]
+    print(f"backend {backend}")
+    print(f"{'op':<8} {'seed':>4} {'random best':>11} {'random@' + str(args.model_trials):>11} "
+          f"{'model best':>10} {'model trials to random best':>28} {'(within 2%)':>11}")
+    for row in rows:
+        print(f"{row['op']:<8} {row['seed']:>4} {row['random_best_ms']:>11.4f} "
+              f"{row['random_best_ms_at_model_trials']:>11.4f} {row['model_best_ms']:>10.4f} "
+              f"{str(row['model_trials_to_random_best'] or 'not reached'):>28} "
+              f"{str(row['model_trials_to_random_best_within_2pct'] or 'not reached'):>11}")
+    for op in args.ops:
+        picked = [r for r in rows if r["op"] == op]
+        exact = _median_trials([r["model_trials_to_random_best"] for r in picked], args.model_trials)
+        close = _median_trials([r["model_trials_to_random_best_within_2pct"] for r in picked], args.model_trials)
+        print(f"{op}: median over {len(picked)} seeds: random best {statistics.median(r['random_best_ms'] for r in picked):.4f} ms "
+              f"after {args.random_trials} trials; model-guided best {statistics.median(r['model_best_ms'] for r in picked):.4f} ms "
+              f"after {args.model_trials}; model-guided reaches random's best in {exact or 'more than ' + str(args.model_trials)} "
+              f"trials ({close or 'more than ' + str(args.model_trials)} within 2 %)")
+    if args.json:
+        with open(args.json, "w") as stream:
+            json.dump({"backend": backend.key, "rows": rows}, stream, indent=2)
+
+
+if __name__ == "__main__":
+    main()
