@@ -132,7 +132,7 @@ def test_cli_cache_commands(tmp_path, backend):
     with Cache(db) as cache:
         cache.add_many([_record(1, 2e-3, backend=backend.key), _record(2, 1e-3, backend=backend.key)])
     listing = run_cli("cache", "list", "--cache", db)
-    assert listing.returncode == 0 and "2 records" in listing.stdout and "1050.0 us" in listing.stdout
+    assert listing.returncode == 0 and "2 records" in listing.stdout and "best 1.050 ms" in listing.stdout
     export = tmp_path / "out.jsonl"
     assert run_cli("cache", "export", "--cache", db, "-o", export).returncode == 0
     imported = run_cli("cache", "import", export, "--cache", tmp_path / "new.sqlite")

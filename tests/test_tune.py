@@ -172,3 +172,10 @@ def test_report_curve_follows_the_estimated_latency(model, backend, cache):
     resumed = tune(model, backend, cache, TuneSettings(trials=56, batch_size=8), measurer=FakeMeasurer(),
                    progress=False)
     assert resumed.curve[0] == (48, pytest.approx(report.estimated_ms)) and resumed.curve[-1][0] == 56
+
+
+def test_format_seconds_keeps_tiny_kernels_readable():
+    from tuner.progress import format_seconds
+
+    assert format_seconds(3.92e-8) == "0.0392 us" and format_seconds(5.38e-5) == "53.8 us"
+    assert format_seconds(2.5e-3) == "2.500 ms"

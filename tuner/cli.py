@@ -169,6 +169,8 @@ def _cmd_bench(args) -> None:
 
 
 def _cmd_cache(args) -> None:
+    from .progress import format_seconds
+
     with _open_cache(args.cache) as cache:
         if args.action == "list":
             rows = cache.summary()
@@ -177,7 +179,7 @@ def _cmd_cache(args) -> None:
                 return
             print(f"{cache.path}: {cache.count()} records")
             for row in rows:
-                best = f"{row['best_s'] * 1e6:.1f} us" if row["best_s"] is not None else "-"
+                best = format_seconds(row["best_s"]) if row["best_s"] is not None else "-"
                 print(f"  {row['backend_key']}  {row['task_name'][:40]:<40} {row['records']:>6} records "
                       f"{row['errors']:>5} errors  best {best}")
         elif args.action == "export":

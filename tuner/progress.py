@@ -36,3 +36,8 @@ class Progress:
         if self.enabled and self._interactive and self._drawn:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def format_seconds(seconds: float) -> str:
+    """Microseconds below 0.1 ms (three significant digits, so a tiny kernel never shows as 0.0), else ms."""
+    return f"{seconds * 1e6:.3g} us" if seconds < 1e-4 else f"{seconds * 1e3:.3f} ms"

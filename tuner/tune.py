@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import TunerError
-from .progress import Progress
+from .progress import Progress, format_seconds
 from .records import Record
 from .scheduler import create_scheduler
 from .search import create_search
@@ -204,10 +204,6 @@ def _status(state: TaskState, states: list[TaskState]) -> str:
     estimate = sum(s.task.weight * s.best_s for s in known)
     return (f"{state.task.name[:32]}: best {best} | model est. {format_seconds(estimate)} "
             f"({len(known)}/{len(states)} tasks)")
-
-
-def format_seconds(seconds: float) -> str:
-    return f"{seconds * 1e6:.1f} us" if seconds < 1e-4 else f"{seconds * 1e3:.3f} ms"
 
 
 def _task_summary(state: TaskState) -> dict:
