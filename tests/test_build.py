@@ -9,7 +9,7 @@ import pytest
 import tuner
 from benchmarks.models import conv_model, gemm_model, mlp_model, resnet18_model, small_cnn_model
 from conftest import run_cli
-from tuner.bench import onnxruntime_session, random_inputs
+from tuner.bench import interleaved_s, onnxruntime_session, random_inputs
 from tuner.records import MeasureResult, Record
 
 
@@ -127,3 +127,21 @@ def test_profile_attributes_every_kernel_call_to_its_task(tmp_path, backend, cac
     cli = run_cli("bench", path, "--cache", tmp_path / "cli.sqlite", "--repeat", "1", "--profile")
     assert cli.returncode == 0, cli.stderr
     assert "where the time goes" in cli.stdout and "fused_conv2d" in cli.stdout
+
+
+def test_interleaved_timing_alternates_and_pauses_before_each_batch():
+    import time
+
+    calls = []
+
+    def timer(name, seconds):
+        def timed():
+            calls.append((name, time.perf_counter()))
+            return seconds
+        return timed
+
+    times = interleaved_s({"a": timer("a", 1.0), "b": timer("b", 2.0)}, repeat=3, settle_s=0.05)
+    assert times == {"a": [1.0] * 3, "b": [2.0] * 3}
+    assert [name for name, _ in calls] == ["a", "b"] * 3
+    gaps = [later - earlier for (_, earlier), (_, later) in zip(calls, calls[1:])]
+    assert min(gaps) >= 0.05

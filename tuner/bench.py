@@ -2,7 +2,11 @@
 
 The two are timed in alternation (``interleaved_s``): each round times one batch of
 each, so that the machine's speed drifting during the comparison (other work on a
-shared host) affects both alike; the medians over the rounds are compared.
+shared host) affects both alike; the medians over the rounds are compared. Each
+batch starts after a pause (``settle_s``): both runtimes keep their worker threads
+spinning for a while after a call (TVM's yield 300,000 times, ~0.3 s here), and a
+batch started at once shares the cores with the other one's spinning threads: with
+no pause, whichever ran second measured up to 10x slower on this 2-core machine.
 """
 
 from __future__ import annotations
@@ -107,11 +111,14 @@ def model_batch_timer(compiled, arrays, min_repeat_s: float):
     return lambda: compiled.time_s(*arrays, number=number, repeat=1)[0]
 
 
-def interleaved_s(timers: dict, repeat: int) -> dict[str, list[float]]:
-    """``repeat`` rounds, each timing one batch of every timer in turn: {name: seconds per call of each round}."""
+def interleaved_s(timers: dict, repeat: int, settle_s: float = 0.5) -> dict[str, list[float]]:
+    """``repeat`` rounds, each timing one batch of every timer in turn, each batch after a pause of
+    ``settle_s`` (so that the previous one's spinning threads have gone to sleep): {name: seconds per
+    call of each round}."""
     results = {name: [] for name in timers}
     for _ in range(repeat):
         for name, timer in timers.items():
+            time.sleep(settle_s)
             results[name].append(timer())
     return results
 
