@@ -83,10 +83,11 @@ def synthetic(rows_per_group=100, n_groups=5, n_features=12, seed=0):
 SMALL = {"n_estimators": 60, "max_depth": 4, "nthread": 1}
 
 
-@pytest.mark.parametrize("objective", ["rank:pairwise", "reg:squarederror"])
-def test_fit_learns_a_known_ranking(objective):
+@pytest.mark.parametrize("objective, pair_method", [("rank:pairwise", "mean"), ("rank:pairwise", "topk"),
+                                                     ("reg:squarederror", "mean")])
+def test_fit_learns_a_known_ranking(objective, pair_method):
     X, y, groups, held_out = synthetic()
-    model = XGBCostModel(objective=objective, **SMALL)
+    model = XGBCostModel(objective=objective, lambdarank_pair_method=pair_method, **SMALL)
     assert model.fit(X[~held_out], y[~held_out], groups[~held_out]) is model
     scores = model.predict(X[held_out])
     assert scores.shape == (held_out.sum(),)
@@ -143,6 +144,8 @@ def test_bad_input_raises():
         model.fit(X, y, groups[:-1])
     with pytest.raises(CostModelError, match="objective 'rank:xyz' is not supported"):
         XGBCostModel(objective="rank:xyz").fit(X, y, groups)
+    with pytest.raises(CostModelError, match="lambdarank_pair_method 'best' is not supported"):
+        XGBCostModel(lambdarank_pair_method="best").fit(X, y, groups)
     model.fit(X, y, groups)
     with pytest.raises(CostModelError, match="fitted with 12"):
         model.predict(X[:, :5])
