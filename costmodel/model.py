@@ -10,10 +10,11 @@ group (``lambdarank_pair_method="mean"``): on 2,988 measured records of 20
 ResNet-18 and single-op tasks (``benchmarks.costmodel_eval``, a quarter of each
 task's configs held out, 3 splits) it ranked held-out configs with pairwise
 accuracy 0.842 and top-1 score 0.917, against 0.776 and 0.928 when each row was
-paired with its group's top rows ("topk"), and 0.835 and 0.936 for the regression. XGBoost's own early stopping watches the pairwise accuracy
-on a held-out ``validation_fraction`` of every group's rows and picks the number
-of rounds; with ``refit`` (the default) the final booster is then trained on all
-rows for that many rounds. ``early_stopping_rounds=None`` trains ``n_estimators``
+paired with its group's top rows ("topk"), and 0.835 and 0.936 for the regression.
+XGBoost's own early stopping watches the pairwise accuracy on a held-out
+``validation_fraction`` of every group's rows and picks the number of rounds;
+with ``refit`` (the default) the final booster is then trained on all rows for
+that many rounds. ``early_stopping_rounds=None`` trains ``n_estimators``
 rounds on all rows. ``fit`` retrains from scratch on the rows it is given: pass
 all rows measured so far. With the defaults, 2,048 measured rows of 517 features
 trained in 1.0-1.5 s on one thread of the shared 2-core machine (the time follows
