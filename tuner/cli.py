@@ -8,6 +8,7 @@ import sys
 from contextlib import contextmanager
 
 from .errors import TunerError
+from .progress import format_seconds
 
 EXIT_USAGE = 2
 
@@ -169,8 +170,6 @@ def _cmd_bench(args) -> None:
 
 
 def _cmd_cache(args) -> None:
-    from .progress import format_seconds
-
     with _open_cache(args.cache) as cache:
         if args.action == "list":
             rows = cache.summary()
