@@ -7,6 +7,7 @@ constraints and how to schedule; everything else is generic and lives here.
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 import numpy as np
@@ -131,6 +132,35 @@ class SearchSpace:
             if candidate != config and self.is_valid(candidate):
                 return candidate
         return config
+
+    def project(self, config: Config) -> Config | None:
+        """The config of this space nearest to ``config``, a config of the same rule for another task
+        (other shapes): each knob value kept where this space allows it, a tiling replaced by the
+        allowed tiling of as many levels closest in log-factors, anything else left at the default.
+        None for another rule or other knobs (a matmul's config for a conv), or when no valid config
+        results."""
+        if config.rule != self.rule or {name for name, _ in config.knobs} != set(self.knobs):
+            return None
+        defaults = dict(Config.from_dict(self.rule, self._rule.default_values()).knobs)
+        values = dict(defaults)
+        given = dict(config.knobs)
+        for name, choices in self.knobs.items():
+            value = given.get(name)
+            if value in self._choice_sets[name]:
+                values[name] = value
+            elif isinstance(value, tuple) and all(v > 0 for v in value):
+                tilings = [c for c in choices if isinstance(c, tuple) and len(c) == len(value)]
+                if tilings:
+                    values[name] = min(tilings, key=lambda c: sum(abs(math.log(a / b)) for a, b in zip(c, value)))
+        projected = Config.from_dict(self.rule, values)
+        if self.is_valid(projected):
+            return projected
+        for name, default in defaults.items():  # drop the conflicting non-tiling knob
+            if not isinstance(default, tuple) and values[name] != default:
+                candidate = Config.from_dict(self.rule, {**values, name: default})
+                if self.is_valid(candidate):
+                    return candidate
+        return None
 
     def _neighbour(self, name: str, value, rng: np.random.Generator):
         choices = self.knobs[name]

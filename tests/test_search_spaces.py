@@ -285,6 +285,30 @@ def test_mutate_changes_one_or_two_knobs():
         config = neighbour
 
 
+def test_project_fits_another_tasks_config_and_keeps_what_it_can():
+    big = ss.space_for(task("conv_bench", "fused_conv2d_add_relu"), TARGET)  # 64 -> 64 channels, 56x56
+    small = ss.space_for(task("conv_7_13", "fused_conv2d_add_relu"), TARGET)  # 7 -> 13 channels, 9x9
+    rng = np.random.default_rng(5)
+    projected = 0
+    for _ in range(20):
+        donor = big.sample(rng)
+        config = small.project(donor)
+        if config is None:
+            continue
+        projected += 1
+        small.validate(config)
+        kept = [name for name, value in donor.knobs if value in small.knobs[name]]
+        assert sum(config.get(name) == donor.get(name) for name in kept) >= len(kept) - 1  # one may be reset
+        for name, value in donor.knobs:
+            if isinstance(value, tuple):
+                assert len(config.get(name)) == len(value)
+    assert projected >= 15
+    own = small.sample(rng)
+    assert small.project(own) == own
+    assert small.project(Config.from_dict("elementwise", {"parallel": 1})) is None
+    assert_matches(small.func, small.apply(small.project(big.default_config())).mod)
+
+
 # ----- determinism and serialization -------------------------------------------------------
 def test_apply_is_deterministic_across_fresh_spaces():
     f = task("conv_7_13", "fused_conv2d_add_relu")
