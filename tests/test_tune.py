@@ -149,6 +149,7 @@ def test_model_guided_search_trains_stores_features_and_transfers(backend, cache
     assert report.search["transferred_rows"] == 0
     import costmodel
 
+    first_tasks = report.tasks
     task = report.tasks[0]
     assert len(cache.features(backend.key, task["workload_key"], str(costmodel.FEATURE_VERSION))) > 0
 
@@ -156,7 +157,32 @@ def test_model_guided_search_trains_stores_features_and_transfers(backend, cache
     report = tune(second, backend, cache, TuneSettings(trials=16, batch_size=8, search="model", population=16),
                   measurer=fake, progress=False)
     assert report.search["transferred_rows"] >= 40  # the first model's records, from stored features
+    assert report.search["transferred_configs"] == len(first_tasks)  # each task's best config
     assert report.search["model_trained"]
+
+
+def test_model_guided_search_offers_other_tasks_best_configs(model, backend, cache):
+    import numpy as np
+
+    import search_spaces
+    from tuner.search import ModelGuidedSearch
+    from tuner.tune import TaskState
+
+    target = backend.tvm_target()
+    states = [TaskState(t, search_spaces.space_for(t.func, target)) for t in tuner.partition(model, backend).tasks
+              if "conv2d" in t.name]
+    first, second = states  # conv1 (3 -> 8 channels) and conv2 (8 -> 8, residual add)
+    search = ModelGuidedSearch(backend, cache)
+    search.start(states)
+    assert search.transfer_candidates(second) == []
+    rng = np.random.default_rng(0)
+    fitting = [(c, second.space.project(c)) for c in (first.space.sample(rng) for _ in range(20))]
+    config, projected = next((c, p) for c, p in fitting if p is not None and c != first.space.default_config())
+    for cost, candidate in ((2e-3, first.space.default_config()), (1e-3, config)):
+        result = MeasureResult((cost,))
+        first.observe(candidate.to_json(), result, 4)
+        search.observe(first, [candidate], [result])
+    assert search.transfer_candidates(second) == [projected]  # the first task's best, fitted to the second
 
 
 def test_report_curve_follows_the_estimated_latency(model, backend, cache):

@@ -4,9 +4,10 @@
   configs found so far and random samples.
 * ``ModelGuidedSearch``: an XGBoost cost model, trained on every measurement
   of this backend (records of other tasks and models in the cache included:
-  transfer), scores a population evolved from the best configs and random
-  samples; each batch measures the predicted best plus a share of random picks,
-  and the model is retrained on the results.
+  transfer), scores a population evolved from the best configs, random
+  samples and other tasks' best configs fitted to this task; each batch
+  measures the predicted best plus a share of random picks, and the model is
+  retrained on the results.
 
 A strategy has ``start(states)``, ``propose(state, count, rng) -> [Config]`` and
 ``observe(state, configs, results)``; it never proposes a config the task has
@@ -16,6 +17,7 @@ already measured.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
@@ -77,25 +79,49 @@ class RandomSearch:
 
 
 class ModelGuidedSearch:
-    """Evolutionary search scored by a cost model that is retrained after every batch."""
+    """Evolutionary search scored by a cost model that is retrained after every batch.
+
+    Each proposal evolves a population: mutations of the task's best measured configs
+    (``elites`` of them), random samples and, for transfer, the best config of each other
+    task (of the backend in the cache, and of this run) made to fit this task's space
+    (``SearchSpace.project``; they are the parents too while the task has no measurement),
+    then ``generations`` rounds of mutating the configs the model scores highest. Few
+    generations keep the population near measured configs, where a model trained on few
+    rows is trustworthy. How many candidates are scored adapts to the task: scoring may
+    take ``score_share`` of the time the task's last batch took to measure, within
+    ``population`` and ``max_population`` (scoring a conv candidate costs ~30 ms, measuring
+    one ~0.5 s; a 1024^3 matmul ~5 ms and ~2 s).
+    """
 
     name = "model"
 
-    def __init__(self, backend, cache, *, population: int = 96, generations: int = 2, explore_share: float = 0.25,
-                 min_rows: int = 24, transfer_rows: int = 3000, seed: int = 0):
+    def __init__(self, backend, cache, *, population: int = 192, max_population: int = 1024, generations: int = 2,
+                 elites: int = 16, explore_share: float = 0.2, score_share: float = 1.0, min_rows: int = 24,
+                 transfer_rows: int = 3000, max_donors: int = 256, seed: int = 0):
         self.backend = backend
         self.cache = cache
         self.population = population
+        self.max_population = max(population, max_population)
         self.generations = generations
+        self.elites = elites
         self.explore_share = explore_share
+        self.score_share = score_share
         self.min_rows = min_rows
         self.transfer_rows = transfer_rows
+        self.max_donors = max_donors
         self.seed = seed
         self.random = RandomSearch()
         self.rows = _Rows()
         self.model_ = None
         self.transferred_rows_ = 0
+        self.scored_ = 0
         self._memo: dict = {}  # (workload key, config JSON) -> feature row
+        self._best: dict = {}  # workload key -> [(cost_s, config JSON)], best first, at most `elites`
+        self._sizes: dict = {}  # workload key -> population size for its next proposal
+        self._timing: dict = {}  # workload key -> (proposal end time, seconds per scored candidate)
+        self._donors: list = []  # best configs of the backend's other tasks in the cache
+        self._projected: dict = {}  # workload key -> the donors projected into its space
+        self._states: list = []  # this run's tasks, whose best configs are donors to each other
 
     # -- life cycle -----------------------------------------------------------------------
     def start(self, states) -> None:
@@ -107,22 +133,63 @@ class ModelGuidedSearch:
         for workload_key, features, throughput in rows:
             self.rows.add(workload_key, features, throughput)
         self.transferred_rows_ = len(self.rows)
+        for state in states:
+            for record in self.cache.records(self.backend.key, state.task.workload_key):
+                if record.result.ok:
+                    self._remember(state.task.workload_key, record.result.mean_s, record.config)
+        self._donors = self._donor_configs({s.task.workload_key for s in states})
+        self._states = list(states)
         self._retrain()
+
+    def _donor_configs(self, own: set) -> list:
+        """The best config of each other task of this backend in the cache (at most ``max_donors``)."""
+        config_class = _config_class()
+        donors = []
+        for row in self.cache.summary():
+            if row["backend_key"] != self.backend.key or row["workload_key"] in own or row["best_s"] is None:
+                continue
+            record = self.cache.best(self.backend.key, row["workload_key"])
+            try:
+                donors.append(config_class.from_json(record.config))
+            except ValueError:  # InvalidConfigError included: a record of an older space
+                continue
+        return donors[:self.max_donors]
 
     def observe(self, state, configs, results) -> None:
         from .features import candidate_features, store_features
 
+        key = state.task.workload_key
+        self._adapt(key)
         features = candidate_features(state, configs, self.backend, self._memo)
-        store_features(self.cache, self.backend, state.task.workload_key, configs, features)
+        store_features(self.cache, self.backend, key, configs, features)
         for config, row, result in zip(configs, features, results):
+            if result.ok:
+                self._remember(key, result.mean_s, config.to_json())
             if row is not None and result.error_kind != "invalid_config":
                 throughput = state.task.flops / result.mean_s if result.ok else 0.0
-                self.rows.add(state.task.workload_key, row, throughput)
+                self.rows.add(key, row, throughput)
         self._retrain()
 
     def describe(self) -> dict:
         return {"strategy": self.name, "transferred_rows": self.transferred_rows_, "training_rows": len(self.rows),
-                "model_trained": self.model_ is not None}
+                "transferred_configs": len(self._donors), "model_trained": self.model_ is not None,
+                "scored_candidates": self.scored_}
+
+    def _remember(self, key: str, cost_s: float, config_json: str) -> None:
+        best = self._best.setdefault(key, [])
+        best.append((cost_s, config_json))
+        best.sort()
+        del best[self.elites:]
+
+    def _adapt(self, key: str) -> None:
+        """Size the task's next population from how long its last batch took to measure."""
+        if key not in self._timing:
+            return
+        proposed_at, per_candidate_s = self._timing.pop(key)
+        measure_s = time.perf_counter() - proposed_at
+        if per_candidate_s > 0:
+            size = int(self.score_share * measure_s / per_candidate_s)
+            self._sizes[key] = min(self.max_population, max(self.population, size))
 
     def _retrain(self) -> None:
         from costmodel import XGBCostModel
@@ -139,7 +206,11 @@ class ModelGuidedSearch:
         offer = _Offer(state)
         if not state.seen:
             offer(state.space.default_config())
+        started = time.perf_counter()
         scored = self._evolve(state, rng)
+        if scored:
+            per_candidate_s = (time.perf_counter() - started) / len(scored)
+            self._timing[state.task.workload_key] = (time.perf_counter(), per_candidate_s)
         explore = math.ceil(self.explore_share * count)
         for _, config in scored:
             if len(offer.configs) >= count - explore:
@@ -152,32 +223,51 @@ class ModelGuidedSearch:
         return offer.configs
 
     def _evolve(self, state, rng) -> list:
-        """A population from random samples and mutations of the best, improved for a few generations."""
+        """Mutations of the best measured configs and random samples, improved for a few generations;
+        the unmeasured ones, best score first."""
         config_class = _config_class()
-        parents = [config_class.from_json(config) for _, config in state.best]
-        pool = {}
-        candidates = [state.space.sample(rng) for _ in range(self.population // 2)]
-        candidates += [state.space.mutate(parents[i % len(parents)], rng)
-                       for i in range(self.population - len(candidates))] if parents else []
+        key = state.task.workload_key
+        size = self._sizes.get(key, self.population)
+        per_round = max(1, size // (self.generations + 1))
+        transferred = self.transfer_candidates(state)
+        parents = [config_class.from_json(config) for _, config in self._best.get(key, [])] or transferred
+        mutations = per_round * 3 // 4 if parents else 0
+        candidates = list(transferred)
+        candidates += [state.space.mutate(parents[i % len(parents)], rng) for i in range(mutations)]
+        candidates += [state.space.sample(rng) for _ in range(per_round - mutations)]
+        pool: dict = {}
         for generation in range(self.generations + 1):
             self._score(state, candidates, pool)
-            if generation == self.generations:
+            if generation == self.generations or not pool:
                 break
-            elite = [config for _, config in sorted(pool.values(), key=lambda item: -item[0])[:8]]
-            candidates = [state.space.mutate(elite[i % len(elite)], rng) for i in range(self.population // 2)]
+            ranked = [config for _, config in sorted(pool.values(), key=lambda item: -item[0])[:self.elites]]
+            candidates = [state.space.mutate(ranked[i % len(ranked)], rng) for i in range(per_round)]
         ranked = sorted(pool.values(), key=lambda item: -item[0])
         return [(score, config) for score, config in ranked if config.to_json() not in state.seen]
+
+    def transfer_candidates(self, state) -> list:
+        """Other tasks' best configs made to fit this task's space (transfer of schedules): those
+        of the cache's other tasks, and the current best of each other task of this run."""
+        key = state.task.workload_key
+        if key not in self._projected:
+            self._projected[key] = [c for c in map(state.space.project, self._donors) if c is not None]
+        config_class = _config_class()
+        current = [config_class.from_json(self._best[other.task.workload_key][0][1]) for other in self._states
+                   if other is not state and self._best.get(other.task.workload_key)]
+        projected = self._projected[key] + [c for c in map(state.space.project, current) if c is not None]
+        return list({c.to_json(): c for c in projected}.values())
 
     def _score(self, state, candidates, pool: dict) -> None:
         from .features import candidate_features
 
-        fresh = [c for c in candidates if c.to_json() not in pool]
+        fresh = list({c.to_json(): c for c in candidates if c.to_json() not in pool}.values())
         if not fresh:
             return
         features = candidate_features(state, fresh, self.backend, self._memo)
         usable = [(c, f) for c, f in zip(fresh, features) if f is not None]
         if not usable:
             return
+        self.scored_ += len(usable)
         scores = self.model_.predict(np.stack([f for _, f in usable]))
         for (config, _), score in zip(usable, scores):
             pool[config.to_json()] = (float(score), config)

@@ -32,7 +32,8 @@ class TuneSettings:
     top_k: int = 4
     scheduler: str = "work-share"  # or "gradient"
     search: str = "random"  # or "model": cost-model-guided
-    population: int = 96  # candidates scored by the cost model per generation ("model" search)
+    population: int = 192  # fewest candidates the cost model scores per proposal ("model" search; more when
+    # measuring a batch of the task takes long enough to score more in that time)
     time_budget_s: float | None = None  # stop starting new batches after this long
 
     def __post_init__(self):
