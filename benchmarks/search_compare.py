@@ -9,7 +9,9 @@ ends). The best-so-far curve of each run is read back from its cache in measurem
 Reported per op: random search's best after ``--random-trials``, model-guided search's best after
 ``--model-trials``, and the trials model-guided search took to reach random search's best (also
 within 2 %, as timings of one config differ by about that much between measurements); the
-medians over the seeds decide.
+medians over the seeds decide. Then the best config of each search is measured again, the two in
+alternation (``--remeasure`` rounds), since the best of 512 noisy measurements is biased low against
+the best of 128: the ratio of these medians compares the configs the searches found.
 """
 
 from __future__ import annotations
@@ -33,13 +35,36 @@ def best_curve(cache, backend, workload_key: str) -> np.ndarray:
     return np.minimum.accumulate(np.asarray(costs, dtype=float)) if costs else np.zeros(0)
 
 
-def tune_curve(op: str, search: str, trials: int, seed: int, directory: Path, backend) -> np.ndarray:
+def tune_curve(op: str, search: str, trials: int, seed: int, directory: Path, backend):
+    """The best-so-far curve of one run (s per trial) and the config of its best measurement."""
     model = tuner.load(OPS[op]())
     settings = tuner.TuneSettings(trials=trials, seed=seed, search=search)
     with tuner.Cache(directory / f"{op}-{search}-{seed}.sqlite") as cache:
         report = tuner.tune(model, backend, cache, settings)
         (task,) = report.tasks
-        return best_curve(cache, backend, task["workload_key"])[:trials]
+        records = list(cache.records(backend.key, task["workload_key"]))[:trials]
+        best = min((r for r in records if r.result.ok), key=lambda r: r.result.mean_s)
+        return best_curve(cache, backend, task["workload_key"])[:trials], best.config
+
+
+def remeasure(op: str, configs: list, rounds: int, backend) -> list:
+    """Median latency (s) of each config over ``rounds`` fresh measurements, taken in alternation.
+
+    The best of many measurements is biased low (each measurement of one config varies by ~2 %, and the
+    minimum over hundreds of near-equal configs picks a lucky one), so the best configs of the two
+    searches are measured again, side by side, to compare the configs rather than their luckiest runs.
+    """
+    import search_spaces
+
+    (task,) = tuner.partition(tuner.load(OPS[op]()), backend).tasks
+    parsed = [search_spaces.Config.from_json(config) for config in configs]
+    costs = [[] for _ in configs]
+    with tuner.LocalMeasurer(backend) as measurer:
+        for _ in range(rounds):
+            for index, result in enumerate(measurer.measure(task, parsed)):
+                if result.ok:
+                    costs[index].append(result.mean_s)
+    return [statistics.median(c) if c else float("inf") for c in costs]
 
 
 def trials_to_reach(curve: np.ndarray, target_s: float) -> int | None:
@@ -47,11 +72,15 @@ def trials_to_reach(curve: np.ndarray, target_s: float) -> int | None:
     return int(reached[0]) + 1 if reached.size else None
 
 
-def compare(op: str, seed: int, random_trials: int, model_trials: int, directory: Path, backend) -> dict:
-    random_curve = tune_curve(op, "random", random_trials, seed, directory, backend)
-    model_curve = tune_curve(op, "model", model_trials, seed, directory, backend)
+def compare(op: str, seed: int, random_trials: int, model_trials: int, directory: Path, backend,
+            rounds: int) -> dict:
+    random_curve, random_config = tune_curve(op, "random", random_trials, seed, directory, backend)
+    model_curve, model_config = tune_curve(op, "model", model_trials, seed, directory, backend)
     target = float(random_curve[-1])
+    again = remeasure(op, [random_config, model_config], rounds, backend) if rounds else [None, None]
     return {
+        "random_best_config": random_config, "model_best_config": model_config,
+        "remeasured_random_best_ms": again[0] and again[0] * 1e3, "remeasured_model_best_ms": again[1] and again[1] * 1e3,
         "op": op, "seed": seed,
         "random_best_ms": target * 1e3,
         "random_best_ms_at_model_trials": float(random_curve[min(model_trials, len(random_curve)) - 1]) * 1e3,
@@ -77,12 +106,14 @@ def main(argv=None) -> None:
     parser.add_argument("--random-trials", type=int, default=512)
     parser.add_argument("--model-trials", type=int, default=128)
     parser.add_argument("--dir", default="build/bench/search", help="one cache per op, strategy and seed")
+    parser.add_argument("--remeasure", type=int, default=10, metavar="ROUNDS",
+                        help="measure the two searches' best configs again, in alternation, this many times (0: no)")
     parser.add_argument("--json", help="write the rows (with curves) as JSON to this file")
     args = parser.parse_args(argv)
     directory = Path(args.dir)
     directory.mkdir(parents=True, exist_ok=True)
     backend = tuner.resolve_backend("host")
-    rows = [compare(op, seed, args.random_trials, args.model_trials, directory, backend)
+    rows = [compare(op, seed, args.random_trials, args.model_trials, directory, backend, args.remeasure)
             for op in args.ops for seed in args.seeds]
     print(f"backend {backend}")
     print(f"{'op':<8} {'seed':>4} {'random best':>11} {'random@' + str(args.model_trials):>11} "
@@ -92,6 +123,12 @@ def main(argv=None) -> None:
               f"{row['random_best_ms_at_model_trials']:>11.4f} {row['model_best_ms']:>10.4f} "
               f"{str(row['model_trials_to_random_best'] or 'not reached'):>28} "
               f"{str(row['model_trials_to_random_best_within_2pct'] or 'not reached'):>11}")
+    if args.remeasure:
+        print(f"best configs measured again, {args.remeasure} rounds in alternation (median):")
+        for row in rows:
+            ratio = row["remeasured_model_best_ms"] / row["remeasured_random_best_ms"]
+            print(f"{row['op']:<8} {row['seed']:>4} random's best {row['remeasured_random_best_ms']:.4f} ms, "
+                  f"model-guided's best {row['remeasured_model_best_ms']:.4f} ms (model / random {ratio:.3f})")
     for op in args.ops:
         picked = [r for r in rows if r["op"] == op]
         exact = _median_trials([r["model_trials_to_random_best"] for r in picked], args.model_trials)
@@ -100,6 +137,10 @@ def main(argv=None) -> None:
               f"after {args.random_trials} trials; model-guided best {statistics.median(r['model_best_ms'] for r in picked):.4f} ms "
               f"after {args.model_trials}; model-guided reaches random's best in {exact or 'more than ' + str(args.model_trials)} "
               f"trials ({close or 'more than ' + str(args.model_trials)} within 2 %)")
+        if args.remeasure:
+            ratios = [r["remeasured_model_best_ms"] / r["remeasured_random_best_ms"] for r in picked]
+            print(f"{op}: measured again, model-guided's best after {args.model_trials} trials / random's best after "
+                  f"{args.random_trials}: median {statistics.median(ratios):.3f} ({', '.join(f'{x:.3f}' for x in ratios)})")
     if args.json:
         with open(args.json, "w") as stream:
             json.dump({"backend": backend.key, "rows": rows}, stream, indent=2)
