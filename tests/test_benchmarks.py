@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 import tuner
-from benchmarks import costmodel_eval, search_compare
+from benchmarks import costmodel_eval, search_compare, warm_start
 from benchmarks.models import small_cnn_model
 from test_tune import KnobFakeMeasurer
+from tuner.records import MeasureResult, Record
 from tuner.tune import TuneSettings, tune
 
 
@@ -38,3 +39,17 @@ def test_costmodel_eval_scores_line_up_with_held_out_rows(tmp_path, backend):
     summary = costmodel_eval.summary([{"split": "configs/0", "model": "ours", "pairwise_accuracy": 0.8,
                                        "top1_score": float("nan")}])
     assert summary[0]["pairwise_accuracy"] == pytest.approx(0.8) and np.isnan(summary[0]["top1_score"])
+
+
+def test_warm_start_snapshot_keeps_the_models_first_records_in_order(tmp_path, backend):
+    def record(workload, index):
+        config = f'{{"knobs":{{"k":{index}}},"rule":"r"}}'
+        return Record(backend.key, workload, "task", config, MeasureResult((1e-3 * (index + 1),)), {})
+
+    with tuner.Cache(tmp_path / "run.sqlite") as cache:  # another model's records first, as in a warm run
+        cache.add_many([record("other", i) for i in range(3)])
+        cache.add_many([record("a" if i % 2 else "b", i) for i in range(6)])
+    path = warm_start.snapshot(tmp_path / "run.sqlite", tmp_path / "at-3.sqlite", backend, {"a", "b"}, 3)
+    with tuner.Cache(path) as snapshot:
+        kept = [(r.workload_key, r.result.mean_s) for r in snapshot.records(backend.key)]
+    assert kept == [("b", 1e-3), ("a", 2e-3), ("b", 3e-3)]
