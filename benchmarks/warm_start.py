@@ -52,10 +52,9 @@ def snapshot(path: Path, destination: Path, backend, keys: set, trials: int) -> 
     return destination
 
 
-def timed_in_one_run(model, backend, directory: Path, points: dict, repeat: int = 9) -> dict:
-    """{(run, trials): median ms} of the model built from each run's cache after ``trials`` trials,
-    all timed in alternation. ``points`` maps a run name to its trial counts."""
-    keys = {task.workload_key for task in tuner.partition(model, backend).tasks}
+def timed_in_one_run(model, backend, keys: set, directory: Path, points: dict, repeat: int = 9) -> dict:
+    """{(run, trials): median ms} of the model (its tasks' workload ``keys``) built from each run's cache
+    after ``trials`` trials, all timed in alternation. ``points`` maps a run name to its trial counts."""
     arrays = random_inputs(model.inputs)
     timers = {}
     for name, counts in points.items():
@@ -99,7 +98,7 @@ def main(argv=None) -> None:
         tune_both(args, model, backend, directory)
     first_pass = len(keys) * tuner.TuneSettings(trials=0).batch_size  # every task measured once: a defined curve
     points = {"cold": (first_pass, args.trials), "warm": (first_pass, args.trials)}
-    latencies = timed_in_one_run(model, backend, directory, points)
+    latencies = timed_in_one_run(model, backend, keys, directory, points)
     print(f"\nbuilt from each cache after so many trials and timed in alternation, one run (median ms):")
     for (name, trials), ms in latencies.items():
         print(f"  {name:<5} after {trials:>5} trials: {ms:8.3f} ms")
