@@ -29,9 +29,9 @@ from benchmarks.ops import OPS
 TOLERANCE = 0.02
 
 
-def best_curve(cache, backend, workload_key: str) -> np.ndarray:
-    """Best mean cost (s) after each trial, in measurement order (inf before the first success)."""
-    costs = [r.result.mean_s if r.result.ok else np.inf for r in cache.records(backend.key, workload_key)]
+def best_curve(records) -> np.ndarray:
+    """Best mean cost (s) after each of ``records``, in measurement order (inf before the first success)."""
+    costs = [r.result.mean_s if r.result.ok else np.inf for r in records]
     return np.minimum.accumulate(np.asarray(costs, dtype=float)) if costs else np.zeros(0)
 
 
@@ -44,7 +44,7 @@ def tune_curve(op: str, search: str, trials: int, seed: int, directory: Path, ba
         (task,) = report.tasks
         records = list(cache.records(backend.key, task["workload_key"]))[:trials]
         best = min((r for r in records if r.result.ok), key=lambda r: r.result.mean_s)
-        return best_curve(cache, backend, task["workload_key"])[:trials], best.config
+        return best_curve(records), best.config
 
 
 def remeasure(op: str, configs: list, rounds: int, backend) -> list:
