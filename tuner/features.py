@@ -56,8 +56,9 @@ def store_features(cache, backend, workload_key: str, configs, rows) -> None:
     cache.add_features(backend.key, workload_key, str(costmodel.FEATURE_VERSION), items)
 
 
-def record_rows(cache, backend, limit: int, states: dict | None = None) -> list:
-    """(workload key, features, throughput) for the newest ``limit`` usable records of ``backend``.
+def record_rows(cache, backend, limit: int, states: dict | None = None, records=None) -> list:
+    """(workload key, features, throughput) for the newest ``limit`` usable records of ``backend``
+    (``records``: the backend's records, when the caller has read them already).
 
     Errors other than invalid configs count as throughput 0, so the model learns to avoid them.
     Features come from the cache when stored, and are extracted (and stored) otherwise.
@@ -66,7 +67,7 @@ def record_rows(cache, backend, limit: int, states: dict | None = None) -> list:
 
     version = str(costmodel.FEATURE_VERSION)
     by_task: dict[str, list] = {}
-    for record in cache.records(backend.key):
+    for record in cache.records(backend.key) if records is None else records:
         if record.result.error_kind != "invalid_config":
             by_task.setdefault(record.workload_key, []).append(record)
     kept = _newest(by_task, limit)

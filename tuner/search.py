@@ -128,15 +128,15 @@ class ModelGuidedSearch:
         """Train on what the cache holds for this backend: this model's tasks and any other task."""
         from .features import record_rows
 
-        rows = record_rows(self.cache, self.backend, limit=self.transfer_rows,
-                           states={s.task.workload_key: s for s in states})
+        own = {s.task.workload_key: s for s in states}
+        records = list(self.cache.records(self.backend.key))
+        for record in records:
+            if record.workload_key in own and record.result.ok:
+                self._remember(record.workload_key, record.result.mean_s, record.config)
+        rows = record_rows(self.cache, self.backend, limit=self.transfer_rows, states=own, records=records)
         for workload_key, features, throughput in rows:
             self.rows.add(workload_key, features, throughput)
         self.transferred_rows_ = len(self.rows)
-        for state in states:
-            for record in self.cache.records(self.backend.key, state.task.workload_key):
-                if record.result.ok:
-                    self._remember(state.task.workload_key, record.result.mean_s, record.config)
         self._donors = self._donor_configs({s.task.workload_key for s in states})
         self._states = list(states)
         self._retrain()
