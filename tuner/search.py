@@ -137,7 +137,7 @@ class ModelGuidedSearch:
         for workload_key, features, throughput in rows:
             self.rows.add(workload_key, features, throughput)
         self.transferred_rows_ = len(self.rows)
-        self._donors = self._donor_configs({s.task.workload_key for s in states})
+        self._donors = self._donor_configs(set(own))
         self._states = list(states)
         self._retrain()
 
@@ -209,8 +209,8 @@ class ModelGuidedSearch:
         started = time.perf_counter()
         scored = self._evolve(state, rng)
         if scored:
-            per_candidate_s = (time.perf_counter() - started) / len(scored)
-            self._timing[state.task.workload_key] = (time.perf_counter(), per_candidate_s)
+            now = time.perf_counter()
+            self._timing[state.task.workload_key] = (now, (now - started) / len(scored))
         explore = math.ceil(self.explore_share * count)
         for _, config in scored:
             if len(offer.configs) >= count - explore:
@@ -294,7 +294,7 @@ class _Rows:
         return np.stack(self.features), np.asarray(self.throughputs), np.asarray(self.groups)
 
 
-def create_search(kind: str, backend, cache, seed: int = 0, mutate_share: float = 0.5, population: int = 96):
+def create_search(kind: str, backend, cache, *, seed: int, mutate_share: float, population: int):
     if kind == "random":
         return RandomSearch(mutate_share)
     if kind == "model":
