@@ -9,7 +9,8 @@
 * ``fallback``: anything else; parallelizes the outer loops where legal.
 
 Each space has ``knobs`` (the finite choices of every knob), a heuristic
-``default_config()``, ``sample(rng)``, ``mutate(config, rng)``, ``validate(config)``
+``default_config()`` (``default_configs()``: with the configs the heuristic could not
+tell from it), ``sample(rng)``, ``mutate(config, rng)``, ``validate(config)``
 and ``apply(config) -> tvm.s_tir.Schedule``. Configs are plain JSON values
 (``Config.to_json``/``from_json``); a config that does not fit raises
 ``InvalidConfigError``. The package knows nothing of models, caches or measuring.

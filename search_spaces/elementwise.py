@@ -80,6 +80,9 @@ class ElementwiseRule:
     def default_values(self) -> dict:
         return {"tile": default_tile(self.extent, self.last, self.num_cores), "unroll": 0}
 
+    def tied_values(self) -> list:
+        return []
+
     def check(self, values: dict) -> None:
         """Every tiling in the knob is legal."""
 

@@ -35,6 +35,9 @@ class FallbackRule:
     def default_values(self) -> dict:
         return {"parallel": bool(self.blocks)}
 
+    def tied_values(self) -> list:
+        return []
+
     def check(self, values: dict) -> None:
         """Both values are always legal."""
 

@@ -92,6 +92,9 @@ class ReductionRule:
             "unroll": 0,
         }
 
+    def tied_values(self) -> list:
+        return []
+
     def check(self, values: dict) -> None:
         """Every combination of the knobs' values is legal."""
 

@@ -33,6 +33,9 @@ class Rule(Protocol):
 
     def default_values(self) -> dict: ...
 
+    def tied_values(self) -> list:
+        """Other configs (knob dicts) that the heuristic rates as good as the default."""
+
     def check(self, values: dict) -> None:
         """Raise InvalidConfigError for an illegal combination of knob values."""
 
@@ -71,6 +74,13 @@ class SearchSpace:
         config = Config.from_dict(self.rule, self._rule.default_values())
         self.validate(config)
         return config
+
+    def default_configs(self) -> list:
+        """The default config, then the valid configs the heuristic could not tell from it
+        (``Rule.tied_values``): a search measures them first, so a guess between equals is
+        not left to chance."""
+        tied = (Config.from_dict(self.rule, values) for values in self._rule.tied_values())
+        return [self.default_config()] + [c for c in tied if self.is_valid(c)]
 
     def validate(self, config: Config) -> None:
         if not isinstance(config, Config):

@@ -9,7 +9,9 @@
   transposing write-back costs more); otherwise the contiguous axis anyway
   (depthwise conv, pooling, 1x1 convs with few input channels).
 * Register block: the vector tile (up to 64 lanes) times "rows" of axes along
-  which the vector operand is reused, about 16 zmm accumulators in all.
+  which the vector operand is reused, about 16 zmm accumulators in all; the
+  widest vector among the blocks with the most accumulators, the others being
+  "tied" configs that a search measures right after the default.
 * Parallel: S0 tiles give at least 8 iterations per core (fewer when a task
   would do less than 32K multiply-adds), taken first from sliding-window axes
   (output rows), then from the outer axes.
@@ -105,15 +107,18 @@ def _parallel_split(rule, rest: dict) -> dict:
     return outer
 
 
-def _register_block(rule, vector: Axis | None) -> dict:
+def _register_blocks(rule, vector: Axis | None) -> list:
     """S3 tiles: vector lanes times register rows, about 16 accumulators. Narrower
     vectors are tried when rows do not fit (7x7 maps: 32 lanes x 7 rows beats
-    64 lanes x 1 row); the most accumulators win, then the widest vector."""
+    64 lanes x 1 row); the blocks with the most accumulators, widest vector first.
+    The count of accumulators cannot tell the tied blocks apart (a 1024^3 matmul:
+    8 x 32 runs 11 % faster than 4 x 64, 16 x 16 2x slower; a 3x3 conv: all equal),
+    so the widest is the default and the others are measured next to it."""
     rows_axes = _row_axes(rule, vector)
-    best = None
     widths = [vector_lanes(vector.extent)] if vector is not None else [1]
     while widths[-1] > LANES and widths[-1] % 2 == 0:
         widths.append(widths[-1] // 2)
+    scored = []
     for lanes in widths:
         inner = {a.name: 1 for a in rule.spatial}
         if vector is not None:
@@ -123,14 +128,13 @@ def _register_block(rule, vector: Axis | None) -> dict:
         for axis in rows_axes:
             inner[axis.name] = largest_divisor(axis.extent, budget)
             budget //= inner[axis.name]
-        score = (regs * math.prod(v for k, v in inner.items() if vector is None or k != vector.name), lanes)
-        if best is None or score > best[0]:
-            best = (score, inner)
-    return best[1]
+        accumulators = regs * math.prod(v for k, v in inner.items() if vector is None or k != vector.name)
+        scored.append((accumulators, inner))
+    most = max(accumulators for accumulators, _ in scored)
+    return [inner for accumulators, inner in scored if accumulators == most]
 
 
-def default_tiles(rule, vector: Axis | None) -> dict:
-    inner = _register_block(rule, vector)
+def default_tiles(rule, vector: Axis | None, inner: dict) -> dict:
     rest = {a.name: a.extent // inner[a.name] for a in rule.spatial}
     outer = _parallel_split(rule, rest)
     tiles = {}
@@ -145,13 +149,23 @@ def default_tiles(rule, vector: Axis | None) -> dict:
 
 
 def default_values(rule) -> dict:
+    vector = default_vector_axis(rule)
+    return _values(rule, vector, _register_blocks(rule, vector)[0])
+
+
+def tied_values(rule) -> list:
+    """The default config with each other register block of as many accumulators."""
+    vector = default_vector_axis(rule)
+    return [_values(rule, vector, inner) for inner in _register_blocks(rule, vector)[1:]]
+
+
+def _values(rule, vector: Axis | None, inner: dict) -> dict:
     values = {"order": "SSRSRS", "parallel": 1, "write_back": 1, "unroll": 64}
     if rule.pad_block:
         values["pad"] = default_pad(rule)
-    vector = default_vector_axis(rule)
     if vector is not None:
         values["vector_axis"] = vector.name
-    values.update(default_tiles(rule, vector))
+    values.update(default_tiles(rule, vector, inner))
     if "pack" in rule.knobs:
         lanes = values["tile_" + vector.name][-1] if vector is not None else 1
         pad = values.get("pad", "inline")

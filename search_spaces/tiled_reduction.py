@@ -38,7 +38,7 @@ from .config import InvalidConfigError
 from .elementwise import default_tile, parallel_vectorize
 from .layout import pack_accumulator, pack_inputs, packable_inputs
 from .space import NotApplicable
-from .tiled_defaults import default_values
+from .tiled_defaults import default_values, tied_values
 from .tiling import MAX_LANES, perfect_tilings
 
 SPATIAL_LEVELS, REDUCE_LEVELS = 4, 2
@@ -173,6 +173,9 @@ class TiledReductionRule:
 
     def default_values(self) -> dict:
         return default_values(self)
+
+    def tied_values(self) -> list:
+        return tied_values(self)
 
     # ----- schedule -------------------------------------------------------------------
     def schedule(self, sch: Schedule, values: dict) -> None:

@@ -103,6 +103,7 @@ MODELS = {
     "depthwise_13": lambda: bm.conv_model(in_channels=13, out_channels=13, groups=13, size=9),
     "grouped": lambda: bm.conv_model(in_channels=6, out_channels=9, groups=3, size=7),
     "matmul_17_31_23": lambda: bm.matmul_model(m=17, k=31, n=23),
+    "matmul_64": lambda: bm.matmul_model(m=64, k=32, n=64),
     "gemm_relu": lambda: bm.gemm_model(batch=5, in_features=19, out_features=11, relu=True),
     "nt_matmul": _nt_matmul_model,
     "conv_affine": _conv_affine_model,
@@ -232,6 +233,22 @@ def test_default_configs_compute_the_same(model_name):
     for name, f in tasks(model_name):
         space = ss.space_for(f, TARGET)
         assert_matches(f, space.apply(space.default_config()).mod)
+
+
+def test_default_configs_add_the_tied_register_blocks():
+    (name, func), = tasks("matmul_64")
+    space = ss.space_for(func, TARGET)
+    configs = space.default_configs()
+    assert configs[0] == space.default_config()
+    blocks = [(c.get("tile_i0")[-1], c.get("tile_i1")[-1]) for c in configs]
+    assert blocks == [(4, 64), (8, 32), (16, 16)]  # 16 zmm accumulators each, widest vector first
+    for config in configs:
+        space.validate(config)
+        changed = {k for k, v in config.knobs if configs[0].get(k) != v}
+        assert changed <= {"tile_i0", "tile_i1"}
+        assert_matches(func, space.apply(config).mod)
+    elementwise = ss.space_for(task_by_rule("transformer", "elementwise")[0][1], TARGET)
+    assert elementwise.default_configs() == [elementwise.default_config()]
 
 
 def _random_configs(space, rng, count: int) -> list:

@@ -62,6 +62,19 @@ def test_search_improves_on_the_default(model, backend, cache):
                                       if r.result.ok).result.mean_s * 1e3 for task in report.tasks)
 
 
+@pytest.mark.parametrize("search", ["random", "model"])
+def test_the_default_and_its_tied_configs_are_measured_first(search, backend, cache):
+    import search_spaces
+
+    model = tuner.load(mlp_model(batch=16, sizes=(32, 64)))
+    fake = FakeMeasurer()
+    tune(model, backend, cache, TuneSettings(trials=8, batch_size=8, search=search), measurer=fake, progress=False)
+    (task,) = tuner.partition(model, backend).tasks
+    expected = [c.to_json() for c in search_spaces.space_for(task.func, backend.tvm_target()).default_configs()]
+    assert len(expected) == 3
+    assert [config for _, config in fake.measured[:3]] == expected
+
+
 def test_every_task_gets_a_record_and_build_uses_them(model, backend, cache):
     report = tune(model, backend, cache, TuneSettings(trials=24, batch_size=4), measurer=FakeMeasurer(),
                   progress=False)

@@ -1,6 +1,6 @@
 """Search strategies: which configs of a task to measure next.
 
-* ``RandomSearch``: the default config first, then mutations of the best
+* ``RandomSearch``: the default config (and those tied with it) first, then mutations of the best
   configs found so far and random samples.
 * ``ModelGuidedSearch``: an XGBoost cost model, trained on every measurement
   of this backend (records of other tasks and models in the cache included:
@@ -59,7 +59,8 @@ class RandomSearch:
     def propose(self, state, count: int, rng) -> list:
         offer = _Offer(state)
         if not state.seen:
-            offer(state.space.default_config())
+            for config in state.space.default_configs():
+                offer(config)
         mutations = round(count * self.mutate_share) if state.best else 0
         for attempt in range(20 * count):
             if len(offer.configs) >= count:
@@ -205,7 +206,8 @@ class ModelGuidedSearch:
             return self.random.propose(state, count, rng)
         offer = _Offer(state)
         if not state.seen:
-            offer(state.space.default_config())
+            for config in state.space.default_configs():
+                offer(config)
         started = time.perf_counter()
         scored = self._evolve(state, rng)
         if scored:
