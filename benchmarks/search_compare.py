@@ -3,9 +3,9 @@
     python -m benchmarks.search_compare --ops matmul conv --seeds 0 1 2 --random-trials 512 --model-trials 128
 
 For each op and seed, random search (the default config and those tied with it, then mutations of
-the best and random samples) and model-guided search (XGBoost-scored evolution, retrained after every batch) each tune
-the op from an empty cache of their own (``--dir``; a run that was cut off continues where its cache
-ends). The best-so-far curve of each run is read back from its cache in measurement order.
+the best and random samples) and model-guided search (XGBoost-scored evolution, retrained after
+every batch) each tune the op from an empty cache of their own (``--dir``; a run that was cut off
+continues where its cache ends). The best-so-far curve of each run is read back from its cache in measurement order.
 Reported per op: random search's best after ``--random-trials``, model-guided search's best after
 ``--model-trials``, and the trials model-guided search took to reach random search's best (also
 within 2 %, as timings of one config differ by about that much between measurements); the

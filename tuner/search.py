@@ -1,7 +1,7 @@
 """Search strategies: which configs of a task to measure next.
 
-* ``RandomSearch``: the default config (and those tied with it) first, then mutations of the best
-  configs found so far and random samples.
+* ``RandomSearch``: the default config (and those tied with it) first, then
+  mutations of the best configs found so far and random samples.
 * ``ModelGuidedSearch``: an XGBoost cost model, trained on every measurement
   of this backend (records of other tasks and models in the cache included:
   transfer), scores a population evolved from the best configs, random
@@ -31,12 +31,16 @@ def _config_class():
 
 
 class _Offer:
-    """Collects new configs, skipping those measured before or already offered."""
+    """Collects new configs, skipping those measured before or already offered; a task's first
+    batch starts with its default config and those tied with it."""
 
     def __init__(self, state):
         self.state = state
         self.configs = []
         self.keys = set()
+        if not state.seen:
+            for config in state.space.default_configs():
+                self(config)
 
     def __call__(self, config) -> bool:
         key = config.to_json()
@@ -58,9 +62,6 @@ class RandomSearch:
 
     def propose(self, state, count: int, rng) -> list:
         offer = _Offer(state)
-        if not state.seen:
-            for config in state.space.default_configs():
-                offer(config)
         mutations = round(count * self.mutate_share) if state.best else 0
         for attempt in range(20 * count):
             if len(offer.configs) >= count:
@@ -205,9 +206,6 @@ class ModelGuidedSearch:
         if self.model_ is None:
             return self.random.propose(state, count, rng)
         offer = _Offer(state)
-        if not state.seen:
-            for config in state.space.default_configs():
-                offer(config)
         started = time.perf_counter()
         scored = self._evolve(state, rng)
         if scored:
