@@ -83,6 +83,9 @@ class ElementwiseRule:
     def tied_values(self) -> list:
         return []
 
+    def family(self, values: dict) -> tuple:
+        return ()
+
     def check(self, values: dict) -> None:
         """Every tiling in the knob is legal."""
 

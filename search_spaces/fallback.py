@@ -38,6 +38,9 @@ class FallbackRule:
     def tied_values(self) -> list:
         return []
 
+    def family(self, values: dict) -> tuple:
+        return ()
+
     def check(self, values: dict) -> None:
         """Both values are always legal."""
 

@@ -95,6 +95,9 @@ class ReductionRule:
     def tied_values(self) -> list:
         return []
 
+    def family(self, values: dict) -> tuple:
+        return ()
+
     def check(self, values: dict) -> None:
         """Every combination of the knobs' values is legal."""
 

@@ -36,6 +36,10 @@ class Rule(Protocol):
     def tied_values(self) -> list:
         """Other configs (knob dicts) that the heuristic rates as good as the default."""
 
+    def family(self, values: dict) -> tuple:
+        """The knob values that set a config's basic shape (a tiled reduction's register block):
+        configs of one family differ in details a search can tune by small steps."""
+
     def check(self, values: dict) -> None:
         """Raise InvalidConfigError for an illegal combination of knob values."""
 
@@ -81,6 +85,10 @@ class SearchSpace:
         not left to chance."""
         tied = (Config.from_dict(self.rule, values) for values in self._rule.tied_values())
         return [self.default_config()] + [c for c in tied if self.is_valid(c)]
+
+    def family(self, config: Config) -> tuple:
+        """The config's family (``Rule.family``), for a search that spreads its picks over them."""
+        return self._rule.family(dict(config.knobs))
 
     def validate(self, config: Config) -> None:
         if not isinstance(config, Config):

@@ -177,6 +177,10 @@ class TiledReductionRule:
     def tied_values(self) -> list:
         return tied_values(self)
 
+    def family(self, values: dict) -> tuple:
+        """The register block: the vector axis and each spatial axis's innermost tile."""
+        return (values.get("vector_axis"),) + tuple(self.tile(values, axis)[-1] for axis in self.spatial)
+
     # ----- schedule -------------------------------------------------------------------
     def schedule(self, sch: Schedule, values: dict) -> None:
         anchor = sch.get_sblock(self.anchor.name)

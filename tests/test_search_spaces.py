@@ -242,6 +242,7 @@ def test_default_configs_add_the_tied_register_blocks():
     assert configs[0] == space.default_config()
     blocks = [(c.get("tile_i0")[-1], c.get("tile_i1")[-1]) for c in configs]
     assert blocks == [(4, 64), (8, 32), (16, 16)]  # 16 zmm accumulators each, widest vector first
+    assert [space.family(c) for c in configs] == [("i1", 4, 64), ("i1", 8, 32), ("i1", 16, 16)]
     for config in configs:
         space.validate(config)
         changed = {k for k, v in config.knobs if configs[0].get(k) != v}
@@ -249,6 +250,7 @@ def test_default_configs_add_the_tied_register_blocks():
         assert_matches(func, space.apply(config).mod)
     elementwise = ss.space_for(task_by_rule("transformer", "elementwise")[0][1], TARGET)
     assert elementwise.default_configs() == [elementwise.default_config()]
+    assert elementwise.family(elementwise.default_config()) == ()
 
 
 def _random_configs(space, rng, count: int) -> list:

@@ -198,6 +198,35 @@ def test_model_guided_search_offers_other_tasks_best_configs(model, backend, cac
     assert search.transfer_candidates(second) == [projected]  # the first task's best, fitted to the second
 
 
+def test_model_guided_search_spreads_its_picks_over_register_blocks(model, backend, cache, monkeypatch):
+    import numpy as np
+
+    import search_spaces
+    from tuner.search import ModelGuidedSearch
+    from tuner.tune import TaskState
+
+    target = backend.tvm_target()
+    task = next(t for t in tuner.partition(model, backend).tasks if "conv2d" in t.name)
+    state = TaskState(task, search_spaces.space_for(task.func, target))
+    for config in state.space.default_configs():
+        state.observe(config.to_json(), MeasureResult((1e-3,)), 4)
+    rng = np.random.default_rng(0)
+    fresh = {c.to_json(): c for c in (state.space.sample(rng) for _ in range(200)) if c.to_json() not in state.seen}
+    families = [state.space.family(c) for c in fresh.values()]
+    crowded = max(set(families), key=families.count)
+    assert families.count(crowded) >= 6 and len(set(families)) >= 3
+    ranked = sorted(fresh.values(), key=lambda c: (state.space.family(c) != crowded, c.to_json()))
+    scored = [(float(len(ranked) - i), c) for i, c in enumerate(ranked)]  # the crowded family scores best
+    search = ModelGuidedSearch(backend, cache, explore_share=0.25, family_share=0.5)
+    search.model_ = "trained"
+    monkeypatch.setattr(search, "_evolve", lambda state, rng: scored)
+    picks = search.propose(state, 8, rng)[:6]  # 2 of 8 are random picks
+    others = [c for c in ranked if state.space.family(c) != crowded]
+    assert picks == ranked[:3] + others[:3]  # half from the best family, then the best of the others
+    search.family_share = 1.0
+    assert search.propose(state, 8, rng)[:6] == ranked[:6]
+
+
 def test_report_curve_follows_the_estimated_latency(model, backend, cache):
     report = tune(model, backend, cache, TuneSettings(trials=48, batch_size=8), measurer=FakeMeasurer(),
                   progress=False)

@@ -6,8 +6,9 @@
   of this backend (records of other tasks and models in the cache included:
   transfer), scores a population evolved from the best configs, random
   samples and other tasks' best configs fitted to this task; each batch
-  measures the predicted best plus a share of random picks, and the model is
-  retrained on the results.
+  measures the predicted best (spread over the configs' families, such as
+  register blocks) plus a share of random picks, and the model is retrained
+  on the results.
 
 A strategy has ``start(states)``, ``propose(state, count, rng) -> [Config]`` and
 ``observe(state, configs, results)``; it never proposes a config the task has
@@ -98,8 +99,8 @@ class ModelGuidedSearch:
     name = "model"
 
     def __init__(self, backend, cache, *, population: int = 192, max_population: int = 1024, generations: int = 2,
-                 elites: int = 16, explore_share: float = 0.2, score_share: float = 1.0, min_rows: int = 24,
-                 transfer_rows: int = 3000, max_donors: int = 256, seed: int = 0):
+                 elites: int = 16, explore_share: float = 0.2, family_share: float = 0.5, score_share: float = 1.0,
+                 min_rows: int = 24, transfer_rows: int = 3000, max_donors: int = 256, seed: int = 0):
         self.backend = backend
         self.cache = cache
         self.population = population
@@ -107,6 +108,7 @@ class ModelGuidedSearch:
         self.generations = generations
         self.elites = elites
         self.explore_share = explore_share
+        self.family_share = family_share
         self.score_share = score_share
         self.min_rows = min_rows
         self.transfer_rows = transfer_rows
@@ -211,9 +213,9 @@ class ModelGuidedSearch:
         if scored:
             now = time.perf_counter()
             self._timing[state.task.workload_key] = (now, (now - started) / len(scored))
-        explore = math.ceil(self.explore_share * count)
-        for _, config in scored:
-            if len(offer.configs) >= count - explore:
+        exploit = count - math.ceil(self.explore_share * count)
+        for config in self._spread(state, scored, exploit):
+            if len(offer.configs) >= exploit:
                 break
             offer(config)
         for _ in range(20 * count):
@@ -221,6 +223,22 @@ class ModelGuidedSearch:
                 break
             offer(state.space.sample(rng))
         return offer.configs
+
+    def _spread(self, state, scored, count: int) -> list:
+        """The scored configs, best first, but at most ``family_share`` of the first ``count`` from one
+        family (``SearchSpace.family``: a register block, say), the others after them: the model's top
+        picks are near twins of one elite, and a second family may hold a faster plateau."""
+        cap = max(1, math.ceil(self.family_share * count))
+        taken: dict = {}
+        first, after = [], []
+        for _, config in scored:
+            family = state.space.family(config)
+            if len(first) < count and taken.get(family, 0) < cap:
+                taken[family] = taken.get(family, 0) + 1
+                first.append(config)
+            else:
+                after.append(config)
+        return first + after
 
     def _evolve(self, state, rng) -> list:
         """Mutations of the best measured configs and random samples, improved for a few generations;
