@@ -11,7 +11,9 @@ Reported per op: random search's best after ``--random-trials``, model-guided se
 within 2 %, as timings of one config differ by about that much between measurements); the
 medians over the seeds decide. Then the best config of each search is measured again, the two in
 alternation (``--remeasure`` rounds), since the best of 512 noisy measurements is biased low against
-the best of 128: the ratio of these medians compares the configs the searches found.
+the best of 128: the ratio of these medians compares the configs the searches found. As a yardstick
+for the noise, the configs near random search's best (within ``NEAR``) that both runs measured are
+listed with the ratio of their two timings.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import tuner
 from benchmarks.ops import OPS
 
 TOLERANCE = 0.02
+NEAR = 0.15  # configs within 15 % of random search's best are compared between the runs
 
 
 def best_curve(records) -> np.ndarray:
@@ -36,22 +39,23 @@ def best_curve(records) -> np.ndarray:
 
 
 def tune_curve(op: str, search: str, trials: int, seed: int, directory: Path, backend):
-    """The best-so-far curve of one run (s per trial) and the config of its best measurement."""
+    """The best-so-far curve of one run (s per trial), the config of its best measurement and
+    ``{config JSON: mean cost (s)}`` of its successful measurements."""
     model = tuner.load(OPS[op]())
     settings = tuner.TuneSettings(trials=trials, seed=seed, search=search)
     with tuner.Cache(directory / f"{op}-{search}-{seed}.sqlite") as cache:
         report = tuner.tune(model, backend, cache, settings)
         (task,) = report.tasks
         records = list(cache.records(backend.key, task["workload_key"]))[:trials]
-        best = min((r for r in records if r.result.ok), key=lambda r: r.result.mean_s)
-        return best_curve(records), best.config
+        costs = {r.config: r.result.mean_s for r in records if r.result.ok}
+        return best_curve(records), min(costs, key=costs.get), costs
 
 
 def remeasure(op: str, configs: list, rounds: int, backend) -> list:
     """Median latency (s) of each config over ``rounds`` fresh measurements, taken in alternation.
 
-    The best of many measurements is biased low (each measurement of one config varies by ~2 %, and the
-    minimum over hundreds of near-equal configs picks a lucky one), so the best configs of the two
+    The best of many measurements is biased low (repeats of one config vary by 2-8 %, measurements minutes
+    apart by more, and the minimum over hundreds of near-equal configs picks a lucky one), so the best configs of the two
     searches are measured again, side by side, to compare the configs rather than their luckiest runs.
     """
     import search_spaces
@@ -74,9 +78,11 @@ def trials_to_reach(curve: np.ndarray, target_s: float) -> int | None:
 
 def compare(op: str, seed: int, random_trials: int, model_trials: int, directory: Path, backend,
             rounds: int) -> dict:
-    random_curve, random_config = tune_curve(op, "random", random_trials, seed, directory, backend)
-    model_curve, model_config = tune_curve(op, "model", model_trials, seed, directory, backend)
+    random_curve, random_config, random_costs = tune_curve(op, "random", random_trials, seed, directory, backend)
+    model_curve, model_config, model_costs = tune_curve(op, "model", model_trials, seed, directory, backend)
     target = float(random_curve[-1])
+    shared = [config for config in model_costs if config in random_costs
+              and min(model_costs[config], random_costs[config]) <= target * (1 + NEAR)]
     again = remeasure(op, [random_config, model_config], rounds, backend) if rounds else [None, None]
     return {
         "random_best_config": random_config, "model_best_config": model_config,
@@ -88,6 +94,7 @@ def compare(op: str, seed: int, random_trials: int, model_trials: int, directory
         "model_trials_to_random_best": trials_to_reach(model_curve, target),
         "model_trials_to_random_best_within_2pct": trials_to_reach(model_curve, target * (1 + TOLERANCE)),
         "random_trials_to_own_best": trials_to_reach(random_curve, target),
+        "shared_near_best_ratios": [model_costs[c] / random_costs[c] for c in shared],  # model run / random run
         "random_curve_ms": (random_curve * 1e3).tolist(), "model_curve_ms": (model_curve * 1e3).tolist(),
     }
 
@@ -137,6 +144,11 @@ def main(argv=None) -> None:
               f"after {args.random_trials} trials; model-guided best {statistics.median(r['model_best_ms'] for r in picked):.4f} ms "
               f"after {args.model_trials}; model-guided reaches random's best in {exact or 'more than ' + str(args.model_trials)} "
               f"trials ({close or 'more than ' + str(args.model_trials)} within 2 %)")
+        shared = sorted(x for r in picked for x in r["shared_near_best_ratios"])
+        if shared:
+            print(f"{op}: {len(shared)} configs within {NEAR:.0%} of random's best were measured by both runs; their "
+                  f"timing in the model-guided run / in the random run: median {statistics.median(shared):.3f}, "
+                  f"from {shared[0]:.3f} to {shared[-1]:.3f}")
         if args.remeasure:
             ratios = [r["remeasured_model_best_ms"] / r["remeasured_random_best_ms"] for r in picked]
             print(f"{op}: measured again, model-guided's best after {args.model_trials} trials / random's best after "

@@ -18,6 +18,17 @@ def test_trials_to_reach_and_median_count_unreached_as_worst():
     assert search_compare._median_trials([None, None, 5], limit=10) is None
 
 
+def test_search_compare_rows_compare_the_configs_both_runs_measured_near_the_best(monkeypatch, tmp_path):
+    runs = {"random": (np.array([3.0, 2.0, 1.0, 1.0]), "a", {"a": 1.0, "b": 1.1, "c": 2.0, "d": 3.0}),
+            "model": (np.array([2.2, 1.21]), "b", {"b": 1.21, "d": 3.3, "e": 1.05})}
+    monkeypatch.setattr(search_compare, "tune_curve", lambda op, search, *args: runs[search])
+    row = search_compare.compare("matmul", 0, 4, 2, tmp_path, None, rounds=0)
+    assert row["shared_near_best_ratios"] == [pytest.approx(1.1)]  # "d" is far from the best, "e" only in one run
+    assert row["random_best_ms"] == 1000.0 and row["model_best_ms"] == pytest.approx(1210.0)
+    assert row["model_trials_to_random_best"] is None and row["model_trials_to_random_best_within_2pct"] is None
+    assert row["remeasured_model_best_ms"] is None
+
+
 def test_costmodel_eval_scores_line_up_with_held_out_rows(tmp_path, backend):
     model = tuner.load(small_cnn_model(channels=8, size=12))
     with tuner.Cache(tmp_path / "cache.sqlite") as cache:
