@@ -54,9 +54,10 @@ def tune_curve(op: str, search: str, trials: int, seed: int, directory: Path, ba
 def remeasure(op: str, configs: list, rounds: int, backend) -> list:
     """Median latency (s) of each config over ``rounds`` fresh measurements, taken in alternation.
 
-    The best of many measurements is biased low (repeats of one config vary by 2-8 %, measurements minutes
-    apart by more, and the minimum over hundreds of near-equal configs picks a lucky one), so the best configs of the two
-    searches are measured again, side by side, to compare the configs rather than their luckiest runs.
+    The best of many measurements is biased low (repeats of one config vary by 2-8 %, measurements
+    minutes apart by more, and the minimum over hundreds of near-equal configs picks a lucky one), so
+    the best configs of the two searches are measured again, side by side, to compare the configs
+    rather than their luckiest runs.
     """
     import search_spaces
 

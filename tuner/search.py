@@ -213,32 +213,30 @@ class ModelGuidedSearch:
         if scored:
             now = time.perf_counter()
             self._timing[state.task.workload_key] = (now, (now - started) / len(scored))
-        exploit = count - math.ceil(self.explore_share * count)
-        for config in self._spread(state, scored, exploit):
-            if len(offer.configs) >= exploit:
-                break
-            offer(config)
+        self._exploit(offer, scored, count - math.ceil(self.explore_share * count))
         for _ in range(20 * count):
             if len(offer.configs) >= count:
                 break
             offer(state.space.sample(rng))
         return offer.configs
 
-    def _spread(self, state, scored, count: int) -> list:
-        """The scored configs, best first, but at most ``family_share`` of the first ``count`` from one
-        family (``SearchSpace.family``: a register block, say), the others after them: the model's top
-        picks are near twins of one elite, and a second family may hold a faster plateau."""
+    def _exploit(self, offer, scored, count: int) -> None:
+        """Offer the scored configs, best first, until the offer holds ``count``, at most ``family_share``
+        of them from one family (``SearchSpace.family``: a register block, say), then the rest in score
+        order if too few families are left: the model's top picks are near twins of one elite, and a
+        second family may hold a faster plateau."""
         cap = max(1, math.ceil(self.family_share * count))
         taken: dict = {}
-        first, after = [], []
         for _, config in scored:
-            family = state.space.family(config)
-            if len(first) < count and taken.get(family, 0) < cap:
+            if len(offer.configs) >= count:
+                return
+            family = offer.state.space.family(config)
+            if taken.get(family, 0) < cap and offer(config):
                 taken[family] = taken.get(family, 0) + 1
-                first.append(config)
-            else:
-                after.append(config)
-        return first + after
+        for _, config in scored:
+            if len(offer.configs) >= count:
+                return
+            offer(config)
 
     def _evolve(self, state, rng) -> list:
         """Mutations of the best measured configs and random samples, improved for a few generations;
