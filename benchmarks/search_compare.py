@@ -5,7 +5,9 @@
 For each op and seed, random search (the default config and those tied with it, then mutations of
 the best and random samples) and model-guided search (XGBoost-scored evolution, retrained after
 every batch) each tune the op from an empty cache of their own (``--dir``; a run that was cut off
-continues where its cache ends). The best-so-far curve of each run is read back from its cache in measurement order.
+continues where its cache ends). The two runs take turns (``benchmarks.alternate``: at each batch,
+the run furthest behind its budget measures), so that both see the machine's slow and fast spells
+alike. The best-so-far curve of each run is read back from its cache in measurement order.
 Reported per op: random search's best after ``--random-trials``, model-guided search's best after
 ``--model-trials``, and the trials model-guided search took to reach random search's best (also
 within 2 %, as timings of one config differ by about that much between measurements); the
@@ -19,6 +21,7 @@ listed with the ratio of their two timings.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 from pathlib import Path
@@ -26,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 import tuner
+from benchmarks.alternate import alternate
 from benchmarks.ops import OPS
 
 TOLERANCE = 0.02
@@ -38,13 +42,15 @@ def best_curve(records) -> np.ndarray:
     return np.minimum.accumulate(np.asarray(costs, dtype=float)) if costs else np.zeros(0)
 
 
-def tune_curve(op: str, search: str, trials: int, seed: int, directory: Path, backend):
+def tune_curve(op: str, search: str, trials: int, seed: int, directory: Path, backend, wrap=None):
     """The best-so-far curve of one run (s per trial), the config of its best measurement and
-    ``{config JSON: mean cost (s)}`` of its successful measurements."""
+    ``{config JSON: mean cost (s)}`` of its successful measurements. ``wrap(measurer)`` returns the
+    measurer the run uses (``Alternation.measurer``, to take turns with another run)."""
     model = tuner.load(OPS[op]())
     settings = tuner.TuneSettings(trials=trials, seed=seed, search=search)
-    with tuner.Cache(directory / f"{op}-{search}-{seed}.sqlite") as cache:
-        report = tuner.tune(model, backend, cache, settings)
+    with tuner.Cache(directory / f"{op}-{search}-{seed}.sqlite") as cache, tuner.LocalMeasurer(backend) as measurer:
+        report = tuner.tune(model, backend, cache, settings, measurer=wrap(measurer) if wrap else measurer,
+                            progress=False)
         (task,) = report.tasks
         records = list(cache.records(backend.key, task["workload_key"]))[:trials]
         costs = {r.config: r.result.mean_s for r in records if r.result.ok}
@@ -79,12 +85,18 @@ def trials_to_reach(curve: np.ndarray, target_s: float) -> int | None:
 
 def compare(op: str, seed: int, random_trials: int, model_trials: int, directory: Path, backend,
             rounds: int) -> dict:
-    random_curve, random_config, random_costs = tune_curve(op, "random", random_trials, seed, directory, backend)
-    model_curve, model_config, model_costs = tune_curve(op, "model", model_trials, seed, directory, backend)
+    def job(search, trials):
+        return trials, lambda alternation, name: tune_curve(op, search, trials, seed, directory, backend,
+                                                            functools.partial(alternation.measurer, name))
+
+    runs, alternation = alternate({"random": job("random", random_trials), "model": job("model", model_trials)})
+    (random_curve, random_config, random_costs), (model_curve, model_config, model_costs) = runs["random"], runs["model"]
     target = float(random_curve[-1])
     shared = [config for config in model_costs if config in random_costs
               and min(model_costs[config], random_costs[config]) <= target * (1 + NEAR)]
     again = remeasure(op, [random_config, model_config], rounds, backend) if rounds else [None, None]
+    print(f"{op} seed {seed}: random best {target * 1e3:.4f} ms after {len(random_curve)} trials, model-guided "
+          f"{float(model_curve[-1]) * 1e3:.4f} ms after {len(model_curve)}", flush=True)
     return {
         "random_best_config": random_config, "model_best_config": model_config,
         "remeasured_random_best_ms": again[0] and again[0] * 1e3, "remeasured_model_best_ms": again[1] and again[1] * 1e3,
@@ -95,6 +107,7 @@ def compare(op: str, seed: int, random_trials: int, model_trials: int, directory
         "model_trials_to_random_best": trials_to_reach(model_curve, target),
         "model_trials_to_random_best_within_2pct": trials_to_reach(model_curve, target * (1 + TOLERANCE)),
         "random_trials_to_own_best": trials_to_reach(random_curve, target),
+        "switches": sum(a[0] != b[0] for a, b in zip(alternation.turns, alternation.turns[1:])),
         "shared_near_best_ratios": [model_costs[c] / random_costs[c] for c in shared],  # model run / random run
         "random_curve_ms": (random_curve * 1e3).tolist(), "model_curve_ms": (model_curve * 1e3).tolist(),
     }

@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 
 import tuner
-from benchmarks import costmodel_eval, search_compare, warm_start
+import threading
+import time
+
+from benchmarks import alternate, costmodel_eval, search_compare, warm_start
 from benchmarks.models import small_cnn_model
 from test_tune import KnobFakeMeasurer
 from tuner.records import MeasureResult, Record
@@ -27,6 +30,61 @@ def test_search_compare_rows_compare_the_configs_both_runs_measured_near_the_bes
     assert row["random_best_ms"] == 1000.0 and row["model_best_ms"] == pytest.approx(1210.0)
     assert row["model_trials_to_random_best"] is None and row["model_trials_to_random_best_within_2pct"] is None
     assert row["remeasured_model_best_ms"] is None
+
+
+class _LoggingMeasurer:
+    """Records when each measurement of a job runs; ``busy`` holds the job that is running."""
+
+    def __init__(self, name, log, busy):
+        self.name, self.log, self.busy = name, log, busy
+
+    def measure(self, task, configs):
+        self.log.append((self.name, len(configs), set(self.busy)))
+        time.sleep(0.002)
+        return [MeasureResult((1e-3,)) for _ in configs]
+
+
+def test_alternate_runs_one_job_at_a_time_in_proportion_to_the_budgets():
+    log, busy, lock = [], set(), threading.Lock()
+
+    def job(budget, batch):
+        def run(alternation, name):
+            measurer = alternation.measurer(name, _LoggingMeasurer(name, log, busy))
+            with lock:
+                busy.add(name)
+            for done in range(0, budget, batch):
+                time.sleep(0.001)  # proposing between batches holds the turn too
+                with lock:
+                    busy.remove(name)
+                measurer.measure(None, [None] * min(batch, budget - done))
+                with lock:
+                    busy.add(name)
+            with lock:
+                busy.remove(name)
+            return name * 2
+        return budget, run
+
+    results, alternation = alternate.alternate({"big": job(64, 4), "small": job(16, 4)})
+    assert results == {"big": "bigbig", "small": "smallsmall"}
+    assert all(not others for _, _, others in log)  # nothing else ran while a job measured
+    assert alternation.turns == [(name, trials) for name, trials, _ in log]
+    done = {"big": 0, "small": 0}
+    for name, trials, _ in log:  # the job furthest behind its budget measures next
+        done[name] += trials
+        assert abs(done["big"] / 64 - done["small"] / 16) <= 4 / 16 + 1e-9
+    assert done == {"big": 64, "small": 16}
+
+
+def test_alternate_lets_the_other_job_finish_when_one_fails():
+    def failing(alternation, name):
+        raise RuntimeError("build exploded")
+
+    def fine(alternation, name):
+        measurer = alternation.measurer(name, _LoggingMeasurer(name, [], set()))
+        return len(measurer.measure(None, [None] * 3))
+
+    with pytest.raises(RuntimeError, match="build exploded"):
+        alternate.alternate({"a": (8, failing), "b": (8, fine)})
 
 
 def test_costmodel_eval_scores_line_up_with_held_out_rows(tmp_path, backend):
