@@ -20,15 +20,18 @@ class Alternation:
 
     def __init__(self, budgets: dict):
         self.budgets = {name: max(1, budget) for name, budget in budgets.items()}
-        self.done = dict.fromkeys(budgets, 0)
         self.turns: list = []  # (job, trials) of each measurement, in order
         self._finished: set = set()
         self._active = None
         self._cond = threading.Condition()
 
+    def done(self, name) -> int:
+        """Trials ``name`` has measured so far."""
+        return sum(trials for job, trials in self.turns if job == name)
+
     def _due(self):
         waiting = [name for name in self.budgets if name not in self._finished]
-        return min(waiting, key=lambda name: self.done[name] / self.budgets[name]) if waiting else None
+        return min(waiting, key=lambda name: self.done(name) / self.budgets[name]) if waiting else None
 
     def take(self, name) -> None:
         """Wait until ``name`` is the job furthest behind and nobody else holds the turn."""
@@ -49,7 +52,6 @@ class Alternation:
 
     def measured(self, name, trials: int) -> None:
         with self._cond:
-            self.done[name] += trials
             self.turns.append((name, trials))
 
     def measurer(self, name, inner) -> "TurnMeasurer":

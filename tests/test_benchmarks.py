@@ -1,12 +1,12 @@
 """The benchmark scripts' own logic, on small data: the figures they print rest on it."""
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
 import tuner
-import threading
-import time
-
 from benchmarks import alternate, costmodel_eval, search_compare, warm_start
 from benchmarks.models import small_cnn_model
 from test_tune import KnobFakeMeasurer
@@ -79,12 +79,15 @@ def test_alternate_lets_the_other_job_finish_when_one_fails():
     def failing(alternation, name):
         raise RuntimeError("build exploded")
 
+    log = []
+
     def fine(alternation, name):
-        measurer = alternation.measurer(name, _LoggingMeasurer(name, [], set()))
+        measurer = alternation.measurer(name, _LoggingMeasurer(name, log, set()))
         return len(measurer.measure(None, [None] * 3))
 
     with pytest.raises(RuntimeError, match="build exploded"):
         alternate.alternate({"a": (8, failing), "b": (8, fine)})
+    assert log == [("b", 3, set())]  # the other job still measured
 
 
 def test_costmodel_eval_scores_line_up_with_held_out_rows(tmp_path, backend):
