@@ -16,7 +16,6 @@ pytestmark = pytest.mark.slow
 def inject_build(tir_json, config_json, target, path):
     """A build function for tests: the config's "inject" knob picks a misbehaving kernel."""
     import tvm
-    from tvm.script import tirx as T
 
     from tuner.workers import build_candidate
 
@@ -27,18 +26,18 @@ def inject_build(tir_json, config_json, target, path):
     shapes = [[int(d) for d in p.ty.shape] for p in func.params]
     m, k = shapes[0]
     n = shapes[-1][1]
-
-    @T.prim_func
-    def bad(X: T.Buffer((m, k), "float32"), W: T.Buffer((k, n), "float32"), B: T.Buffer((n,), "float32"),
-            Y: T.Buffer((m, n), "float32")):
-        T.func_attr({"global_symbol": "main"})
-        for i, j in T.grid(m, n):
-            if kind == "crash":
-                T.evaluate(T.call_extern("int32", "abort"))
-            if kind == "hang":
-                T.evaluate(T.call_extern("int32", "sleep", 3600))
-            Y[i, j] = T.float32(12345.0)
-
+    misbehave = {"crash": 'T.evaluate(T.call_extern("int32", "abort"))',
+                 "hang": 'T.evaluate(T.call_extern("int32", "sleep", 3600))'}.get(kind, "")
+    # parsed from text: the function reaches the worker pickled by value, without its source file
+    bad = tvm.script.from_source(f"""
+@T.prim_func
+def bad(X: T.Buffer(({m}, {k}), "float32"), W: T.Buffer(({k}, {n}), "float32"), B: T.Buffer(({n},), "float32"),
+        Y: T.Buffer(({m}, {n}), "float32")):
+    T.func_attr({{"global_symbol": "main"}})
+    for i, j in T.grid({m}, {n}):
+        {misbehave}
+        Y[i, j] = T.float32(12345.0)
+""")
     tvm.compile(tvm.IRModule({"main": bad}), target=tvm.target.Target(target)).export_library(path)
     return {"status": "ok", "path": path}
 
