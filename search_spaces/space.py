@@ -132,6 +132,22 @@ class SearchSpace:
             config = self.mutate(config, rng)
         return config
 
+    def sample_family(self, config: Config, rng: np.random.Generator) -> Config:
+        """A random valid config of ``config``'s family (``family``): each knob drawn from the values
+        that keep the family (a tiling with the same innermost factor, say), so that the parts a
+        family leaves open (cache tiles, loop order, unrolling) are sampled afresh; ``config`` itself
+        when none is found."""
+        values = dict(config.knobs)
+        family = self._rule.family(values)
+        choices = {name: [c for c in options if self._rule.family({**values, name: c}) == family]
+                   for name, options in self.knobs.items()}
+        for _ in range(_SAMPLE_TRIES):
+            candidate = Config.from_dict(self.rule, {name: options[int(rng.integers(len(options)))]
+                                                     for name, options in choices.items()})
+            if self.is_valid(candidate) and self.family(candidate) == family:
+                return candidate
+        return config
+
     def mutate(self, config: Config, rng: np.random.Generator) -> Config:
         """A valid neighbour that differs in one or two knobs (``config`` itself only
         when no knob has a second choice)."""

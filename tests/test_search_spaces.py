@@ -253,6 +253,22 @@ def test_default_configs_add_the_tied_register_blocks():
     assert elementwise.family(elementwise.default_config()) == ()
 
 
+def test_sample_family_draws_the_rest_of_a_config_afresh():
+    (name, func), = tasks("matmul_64")
+    space = ss.space_for(func, TARGET)
+    rng = np.random.default_rng(0)
+    for parent in space.default_configs():
+        drawn = [space.sample_family(parent, rng) for _ in range(12)]
+        for config in drawn:
+            space.validate(config)
+            assert space.family(config) == space.family(parent)
+        assert len({c.to_json() for c in drawn} - {parent.to_json()}) >= 8  # new configs, not the parent
+        cache_tiles = {(c.get("tile_i0")[:-1], c.get("tile_i1")[:-1]) for c in drawn}
+        assert len(cache_tiles) >= 6  # the levels outside the register block vary
+    elementwise = ss.space_for(task_by_rule("transformer", "elementwise")[0][1], TARGET)
+    assert elementwise.is_valid(elementwise.sample_family(elementwise.default_config(), rng))
+
+
 def _random_configs(space, rng, count: int) -> list:
     configs = [space.sample(rng) for _ in range(count)]
     walk = space.default_config()

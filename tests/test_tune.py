@@ -227,6 +227,37 @@ def test_model_guided_search_spreads_its_picks_over_register_blocks(model, backe
     assert search.propose(state, 8, rng)[:6] == ranked[:6]
 
 
+def test_model_guided_search_explores_the_best_measured_families(model, backend, cache, monkeypatch):
+    import numpy as np
+
+    import search_spaces
+    from tuner.search import ModelGuidedSearch
+    from tuner.tune import TaskState
+
+    task = next(t for t in tuner.partition(model, backend).tasks if "conv2d" in t.name)
+    state = TaskState(task, search_spaces.space_for(task.func, backend.tvm_target()))
+    rng = np.random.default_rng(0)
+    by_family = {}
+    for _ in range(200):
+        config = state.space.sample(rng)
+        by_family.setdefault(state.space.family(config), config)
+    measured = list(by_family.values())[:3]
+    families = [state.space.family(c) for c in measured]
+    assert len(measured) == 3
+    results = [MeasureResult((cost,)) for cost in (3e-3, 1e-3, 2e-3)]
+    for config, result in zip(measured, results):
+        state.observe(config.to_json(), result, 4)
+    search = ModelGuidedSearch(backend, cache, explore_share=0.5, family_explore_share=0.5)
+    search.observe(state, measured, results)
+    search.model_ = "trained"
+    scored = [(1.0, state.space.sample(rng)) for _ in range(4)]
+    monkeypatch.setattr(search, "_evolve", lambda state, rng: scored)
+    picks = search.propose(state, 8, rng)
+    assert len(picks) == 8 and not {c.to_json() for c in picks} & state.seen
+    assert {c.to_json() for c in picks[:4]} == {c.to_json() for _, c in scored}  # the model's picks
+    assert [state.space.family(c) for c in picks[4:6]] == families[1:]  # then one per family, best first
+
+
 def test_report_curve_follows_the_estimated_latency(model, backend, cache):
     report = tune(model, backend, cache, TuneSettings(trials=48, batch_size=8), measurer=FakeMeasurer(),
                   progress=False)

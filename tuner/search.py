@@ -7,8 +7,9 @@
   transfer), scores a population evolved from the best configs, random
   samples and other tasks' best configs fitted to this task; each batch
   measures the predicted best (spread over the configs' families, such as
-  register blocks) plus a share of random picks, and the model is retrained
-  on the results.
+  register blocks) plus a share of exploration picks (random configs of the
+  best measured families, and random samples), and the model is retrained on
+  the results.
 
 A strategy has ``start(states)``, ``propose(state, count, rng) -> [Config]`` and
 ``observe(state, configs, results)``; it never proposes a config the task has
@@ -99,7 +100,8 @@ class ModelGuidedSearch:
     name = "model"
 
     def __init__(self, backend, cache, *, population: int = 192, max_population: int = 1024, generations: int = 2,
-                 elites: int = 16, explore_share: float = 0.2, family_share: float = 0.5, score_share: float = 1.0,
+                 elites: int = 16, explore_share: float = 0.2, family_share: float = 0.5,
+                 family_explore_share: float = 0.5, score_share: float = 1.0,
                  min_rows: int = 24, transfer_rows: int = 3000, max_donors: int = 256, seed: int = 0):
         self.backend = backend
         self.cache = cache
@@ -109,6 +111,7 @@ class ModelGuidedSearch:
         self.elites = elites
         self.explore_share = explore_share
         self.family_share = family_share
+        self.family_explore_share = family_explore_share
         self.score_share = score_share
         self.min_rows = min_rows
         self.transfer_rows = transfer_rows
@@ -213,7 +216,9 @@ class ModelGuidedSearch:
         if scored:
             now = time.perf_counter()
             self._timing[state.task.workload_key] = (now, (now - started) / len(scored))
-        self._exploit(offer, scored, count - math.ceil(self.explore_share * count))
+        explore = math.ceil(self.explore_share * count)
+        self._exploit(offer, scored, count - explore)
+        self._explore_families(offer, state, count - explore + round(self.family_explore_share * explore), rng)
         for _ in range(20 * count):
             if len(offer.configs) >= count:
                 break
@@ -237,6 +242,22 @@ class ModelGuidedSearch:
             if len(offer.configs) >= count:
                 return
             offer(config)
+
+    def _explore_families(self, offer, state, count: int, rng) -> None:
+        """Offer random configs of the best measured families (``SearchSpace.sample_family``), one per
+        family in turn, best family first, until the offer holds ``count``: the model ranks configs
+        near those it was trained on, and within a good register block a faster cache tile or loop
+        order may lie several mutations away, where random search finds it and the model does not."""
+        config_class = _config_class()
+        families: dict = {}
+        for _, config_json in self._best.get(state.task.workload_key, []):
+            config = config_class.from_json(config_json)
+            families.setdefault(state.space.family(config), config)
+        parents = list(families.values())
+        for attempt in range(4 * count):
+            if len(offer.configs) >= count or not parents:
+                return
+            offer(state.space.sample_family(parents[attempt % len(parents)], rng))
 
     def _evolve(self, state, rng) -> list:
         """Mutations of the best measured configs and random samples, improved for a few generations;
