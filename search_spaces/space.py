@@ -121,12 +121,9 @@ class SearchSpace:
 
     def sample(self, rng: np.random.Generator) -> Config:
         """A random valid config (rejection sampling, then a random walk from the default)."""
-        for _ in range(_SAMPLE_TRIES):
-            values = {name: choices[int(rng.integers(len(choices)))]
-                      for name, choices in self.knobs.items()}
-            config = Config.from_dict(self.rule, values)
-            if self.is_valid(config):
-                return config
+        config = self._draw(self.knobs, rng, lambda candidate: True)
+        if config is not None:
+            return config
         config = self.default_config()
         for _ in range(8):
             config = self.mutate(config, rng)
@@ -141,12 +138,18 @@ class SearchSpace:
         family = self._rule.family(values)
         choices = {name: [c for c in options if self._rule.family({**values, name: c}) == family]
                    for name, options in self.knobs.items()}
+        drawn = self._draw(choices, rng, lambda candidate: self.family(candidate) == family)
+        return config if drawn is None else drawn
+
+    def _draw(self, choices: dict, rng: np.random.Generator, accept) -> Config | None:
+        """Rejection sampling: a valid config with each knob drawn from ``choices[knob]`` that
+        ``accept`` takes; None after ``_SAMPLE_TRIES`` draws."""
         for _ in range(_SAMPLE_TRIES):
             candidate = Config.from_dict(self.rule, {name: options[int(rng.integers(len(options)))]
                                                      for name, options in choices.items()})
-            if self.is_valid(candidate) and self.family(candidate) == family:
+            if self.is_valid(candidate) and accept(candidate):
                 return candidate
-        return config
+        return None
 
     def mutate(self, config: Config, rng: np.random.Generator) -> Config:
         """A valid neighbour that differs in one or two knobs (``config`` itself only
