@@ -86,14 +86,15 @@ class ModelGuidedSearch:
     """Search scored by a cost model that is retrained after every batch.
 
     Each proposal scores a population: mutations (one or two knobs changed) of the task's
-    best measured configs (``elites`` of them), random samples and, for transfer, the best
-    config of each other task (of the backend in the cache, and of this run) made to fit
-    this task's space (``SearchSpace.project``; they are the parents too while the task has
-    no measurement), then ``generations`` rounds of mutating the configs the model scores
-    highest. The defaults (4 elites, no further generations) keep the population next to
-    the best measured configs, where a model trained on few rows is trustworthy: in an A/B
-    in turns, 128 trials each, they beat 16 elites and 2 generations on 3 of 3 matmul seeds
-    (by 1.5-4.3 %) and 2 of 3 conv seeds. How many candidates are scored adapts to the task: scoring may
+    best measured configs (``TaskState.best``: the tuner keeps ``TuneSettings.top_k`` of
+    them, 4 by default), random samples and, for transfer, the best config of each other
+    task (of the backend in the cache, and of this run) made to fit this task's space
+    (``SearchSpace.project``; they are the parents too while the task has no measurement),
+    then ``generations`` rounds of mutating the ``survivors`` configs the model scores
+    highest. The default, no further generation, keeps the population next to the best
+    measured configs, where a model trained on few rows is trustworthy: in an A/B in turns,
+    128 trials each, it beat 16 parents and 2 generations on 3 of 3 matmul seeds (by 1.5-4.3 %)
+    and 2 of 3 conv seeds. How many candidates are scored adapts to the task: scoring may
     take ``score_share`` of the time the task's last batch took to measure, within
     ``population`` and ``max_population`` (scoring a conv candidate costs ~30 ms, measuring
     one ~0.5 s; a 1024^3 matmul ~5 ms and ~2 s).
@@ -102,7 +103,7 @@ class ModelGuidedSearch:
     name = "model"
 
     def __init__(self, backend, cache, *, population: int = 192, max_population: int = 1024, generations: int = 0,
-                 elites: int = 4, explore_share: float = 0.2, family_share: float = 0.5,
+                 survivors: int = 16, explore_share: float = 0.2, family_share: float = 0.5,
                  family_explore_share: float = 0.5, score_share: float = 1.0,
                  min_rows: int = 24, transfer_rows: int = 3000, max_donors: int = 256, seed: int = 0):
         self.backend = backend
@@ -110,7 +111,7 @@ class ModelGuidedSearch:
         self.population = population
         self.max_population = max(population, max_population)
         self.generations = generations
-        self.elites = elites
+        self.survivors = survivors
         self.explore_share = explore_share
         self.family_share = family_share
         self.family_explore_share = family_explore_share
@@ -125,7 +126,6 @@ class ModelGuidedSearch:
         self.transferred_rows_ = 0
         self.scored_ = 0
         self._memo: dict = {}  # (workload key, config JSON) -> feature row
-        self._best: dict = {}  # workload key -> [(cost_s, config JSON)], best first, at most `elites`
         self._sizes: dict = {}  # workload key -> population size for its next proposal
         self._timing: dict = {}  # workload key -> (proposal end time, seconds per scored candidate)
         self._donors: list = []  # best configs of the backend's other tasks in the cache
@@ -139,9 +139,6 @@ class ModelGuidedSearch:
 
         own = {s.task.workload_key: s for s in states}
         records = list(self.cache.records(self.backend.key))
-        for record in records:
-            if record.workload_key in own and record.result.ok:
-                self._remember(record.workload_key, record.result.mean_s, record.config)
         rows = record_rows(self.cache, self.backend, limit=self.transfer_rows, states=own, records=records)
         for workload_key, features, throughput in rows:
             self.rows.add(workload_key, features, throughput)
@@ -172,8 +169,6 @@ class ModelGuidedSearch:
         features = candidate_features(state, configs, self.backend, self._memo)
         store_features(self.cache, self.backend, key, configs, features)
         for config, row, result in zip(configs, features, results):
-            if result.ok:
-                self._remember(key, result.mean_s, config.to_json())
             if row is not None and result.error_kind != "invalid_config":
                 throughput = state.task.flops / result.mean_s if result.ok else 0.0
                 self.rows.add(key, row, throughput)
@@ -183,12 +178,6 @@ class ModelGuidedSearch:
         return {"strategy": self.name, "transferred_rows": self.transferred_rows_, "training_rows": len(self.rows),
                 "transferred_configs": len(self._donors), "model_trained": self.model_ is not None,
                 "scored_candidates": self.scored_}
-
-    def _remember(self, key: str, cost_s: float, config_json: str) -> None:
-        best = self._best.setdefault(key, [])
-        best.append((cost_s, config_json))
-        best.sort()
-        del best[self.elites:]
 
     def _adapt(self, key: str) -> None:
         """Size the task's next population from how long its last batch took to measure."""
@@ -252,7 +241,7 @@ class ModelGuidedSearch:
         order may lie several mutations away, where random search finds it and the model does not."""
         config_class = _config_class()
         families: dict = {}
-        for _, config_json in self._best.get(state.task.workload_key, []):
+        for _, config_json in state.best:
             config = config_class.from_json(config_json)
             families.setdefault(state.space.family(config), config)
         parents = list(families.values())
@@ -269,7 +258,7 @@ class ModelGuidedSearch:
         size = self._sizes.get(key, self.population)
         per_round = max(1, size // (self.generations + 1))
         transferred = self.transfer_candidates(state)
-        parents = [config_class.from_json(config) for _, config in self._best.get(key, [])] or transferred
+        parents = [config_class.from_json(config) for _, config in state.best] or transferred
         mutations = per_round * 3 // 4 if parents else 0
         candidates = list(transferred)
         candidates += [state.space.mutate(parents[i % len(parents)], rng) for i in range(mutations)]
@@ -279,7 +268,7 @@ class ModelGuidedSearch:
             self._score(state, candidates, pool)
             if generation == self.generations or not pool:
                 break
-            ranked = [config for _, config in sorted(pool.values(), key=lambda item: -item[0])[:self.elites]]
+            ranked = [config for _, config in sorted(pool.values(), key=lambda item: -item[0])[:self.survivors]]
             candidates = [state.space.mutate(ranked[i % len(ranked)], rng) for i in range(per_round)]
         ranked = sorted(pool.values(), key=lambda item: -item[0])
         return [(score, config) for score, config in ranked if config.to_json() not in state.seen]
@@ -291,8 +280,8 @@ class ModelGuidedSearch:
         if key not in self._projected:
             self._projected[key] = [c for c in map(state.space.project, self._donors) if c is not None]
         config_class = _config_class()
-        current = [config_class.from_json(self._best[other.task.workload_key][0][1]) for other in self._states
-                   if other is not state and self._best.get(other.task.workload_key)]
+        current = [config_class.from_json(other.best[0][1])
+                   for other in self._states if other is not state and other.best]
         projected = self._projected[key] + [c for c in map(state.space.project, current) if c is not None]
         return list({c.to_json(): c for c in projected}.values())
 
