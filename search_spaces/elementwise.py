@@ -19,7 +19,7 @@ from tvm.s_tir.schedule.analysis import has_block
 
 from .analysis import FuncInfo
 from .common import UNROLL_STEPS, annotate_unroll, inline_spatial_blocks, loop_extent
-from .space import NotApplicable
+from .space import NotApplicable, Rule
 from .tiling import (MAX_LANES, largest_divisor, perfect_tilings, smallest_divisor_at_least,
                      vector_lanes)
 
@@ -62,7 +62,7 @@ def parallel_vectorize(sch: Schedule, block, tile: tuple[int, int, int], unroll:
     annotate_unroll(sch, outer, unroll)
 
 
-class ElementwiseRule:
+class ElementwiseRule(Rule):
     name = "elementwise"
 
     def __init__(self, func, info: FuncInfo, num_cores: int):
@@ -79,12 +79,6 @@ class ElementwiseRule:
 
     def default_values(self) -> dict:
         return {"tile": default_tile(self.extent, self.last, self.num_cores), "unroll": 0}
-
-    def tied_values(self) -> list:
-        return []
-
-    def family(self, values: dict) -> tuple:
-        return ()
 
     def check(self, values: dict) -> None:
         """Every tiling in the knob is legal."""

@@ -13,9 +13,10 @@ from tvm.s_tir import Schedule
 
 from .analysis import SPATIAL, FuncInfo
 from .common import try_primitive
+from .space import Rule
 
 
-class FallbackRule:
+class FallbackRule(Rule):
     name = "fallback"
 
     def __init__(self, func, info: FuncInfo, num_cores: int):
@@ -34,12 +35,6 @@ class FallbackRule:
 
     def default_values(self) -> dict:
         return {"parallel": bool(self.blocks)}
-
-    def tied_values(self) -> list:
-        return []
-
-    def family(self, values: dict) -> tuple:
-        return ()
 
     def check(self, values: dict) -> None:
         """Both values are always legal."""

@@ -19,7 +19,7 @@ from tvm.s_tir.schedule.analysis import has_block
 
 from .analysis import REDUCE, SPATIAL, FuncInfo, loop_kinds
 from .common import UNROLL_STEPS, annotate_unroll, inline_spatial_blocks, loop_extent
-from .space import NotApplicable
+from .space import NotApplicable, Rule
 from .tiling import (LANES, MAX_LANES, divisors, largest_divisor, perfect_tilings,
                      smallest_divisor_at_least, vector_lanes)
 
@@ -47,7 +47,7 @@ def _row_count(info: FuncInfo, output) -> int:
     return rows
 
 
-class ReductionRule:
+class ReductionRule(Rule):
     name = "reduction"
 
     def __init__(self, func, info: FuncInfo, num_cores: int):
@@ -91,12 +91,6 @@ class ReductionRule:
             "reduce_lanes": reduce_lanes,
             "unroll": 0,
         }
-
-    def tied_values(self) -> list:
-        return []
-
-    def family(self, values: dict) -> tuple:
-        return ()
 
     def check(self, values: dict) -> None:
         """Every combination of the knobs' values is legal."""

@@ -8,7 +8,6 @@ constraints and how to schedule; everything else is generic and lives here.
 from __future__ import annotations
 
 import math
-from typing import Protocol
 
 import numpy as np
 import tvm
@@ -27,23 +26,31 @@ class NotApplicable(Exception):
     """A rule does not fit the structure of a function (internal to space_for)."""
 
 
-class Rule(Protocol):
-    name: str
-    knobs: dict  # knob name -> tuple of choices
+class Rule:
+    """What a search space is made of: one rule's knobs, defaults, legality and schedule.
+    Subclasses set ``name`` and ``knobs`` (knob name -> tuple of choices)."""
 
-    def default_values(self) -> dict: ...
+    name: str
+    knobs: dict
+
+    def default_values(self) -> dict:
+        raise NotImplementedError
 
     def tied_values(self) -> list:
-        """Other configs (knob dicts) that the heuristic rates as good as the default."""
+        """Other configs (knob dicts) that the heuristic rates as good as the default; none here."""
+        return []
 
     def family(self, values: dict) -> tuple:
         """The knob values that set a config's basic shape (a tiled reduction's register block):
-        configs of one family differ in details a search can tune by small steps."""
+        configs of one family differ in details a search can tune by small steps. One family here."""
+        return ()
 
     def check(self, values: dict) -> None:
         """Raise InvalidConfigError for an illegal combination of knob values."""
+        raise NotImplementedError
 
-    def schedule(self, sch: Schedule, values: dict) -> None: ...
+    def schedule(self, sch: Schedule, values: dict) -> None:
+        raise NotImplementedError
 
 
 def _describe_choices(choices: tuple) -> str:

@@ -37,7 +37,7 @@ from .common import UNROLL_STEPS, annotate_unroll, inline_spatial_blocks, try_pr
 from .config import InvalidConfigError
 from .elementwise import default_tile, parallel_vectorize
 from .layout import pack_accumulator, pack_inputs, packable_inputs
-from .space import NotApplicable
+from .space import NotApplicable, Rule
 from .tiled_defaults import default_values, tied_values
 from .tiling import MAX_LANES, perfect_tilings
 
@@ -65,7 +65,7 @@ def find_anchor(info: FuncInfo):
     return anchor
 
 
-class TiledReductionRule:
+class TiledReductionRule(Rule):
     name = "tiled_reduction"
 
     def __init__(self, func, info: FuncInfo, num_cores: int):
