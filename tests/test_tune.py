@@ -219,7 +219,7 @@ def test_model_guided_search_spreads_its_picks_over_register_blocks(model, backe
     scored = [(float(len(ranked) - i), c) for i, c in enumerate(ranked)]  # the crowded family scores best
     search = ModelGuidedSearch(backend, cache, explore_share=0.25, family_share=0.5)
     search.model_ = "trained"
-    monkeypatch.setattr(search, "_evolve", lambda state, rng: scored)
+    monkeypatch.setattr(search, "_evolve", lambda state, elites, rng: scored)
     picks = search.propose(state, 8, rng)[:6]  # 2 of 8 are random picks
     others = [c for c in ranked if state.space.family(c) != crowded]
     assert picks == ranked[:3] + others[:3]  # half from the best family, then the best of the others
@@ -251,7 +251,7 @@ def test_model_guided_search_explores_the_best_measured_families(model, backend,
     search.observe(state, measured, results)
     search.model_ = "trained"
     scored = [(1.0, state.space.sample(rng)) for _ in range(4)]
-    monkeypatch.setattr(search, "_evolve", lambda state, rng: scored)
+    monkeypatch.setattr(search, "_evolve", lambda state, elites, rng: scored)
     picks = search.propose(state, 8, rng)
     assert len(picks) == 8 and not {c.to_json() for c in picks} & state.seen
     assert {c.to_json() for c in picks[:4]} == {c.to_json() for _, c in scored}  # the model's picks

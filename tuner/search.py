@@ -203,13 +203,14 @@ class ModelGuidedSearch:
             return self.random.propose(state, count, rng)
         offer = _Offer(state)
         started = time.perf_counter()
-        scored = self._evolve(state, rng)
+        elites = [_config_class().from_json(config) for _, config in state.best]  # best measured first
+        scored = self._evolve(state, elites, rng)
         if scored:
             now = time.perf_counter()
             self._timing[state.task.workload_key] = (now, (now - started) / len(scored))
         explore = math.ceil(self.explore_share * count)
         self._exploit(offer, scored, count - explore)
-        self._explore_families(offer, state, count - explore + round(self.family_explore_share * explore), rng)
+        self._explore_families(offer, state, elites, count - explore + round(self.family_explore_share * explore), rng)
         for _ in range(20 * count):
             if len(offer.configs) >= count:
                 break
@@ -234,15 +235,13 @@ class ModelGuidedSearch:
                 return
             offer(config)
 
-    def _explore_families(self, offer, state, count: int, rng) -> None:
+    def _explore_families(self, offer, state, elites: list, count: int, rng) -> None:
         """Offer random configs of the best measured families (``SearchSpace.sample_family``), one per
         family in turn, best family first, until the offer holds ``count``: the model ranks configs
         near those it was trained on, and within a good register block a faster cache tile or loop
         order may lie several mutations away, where random search finds it and the model does not."""
-        config_class = _config_class()
         families: dict = {}
-        for _, config_json in state.best:
-            config = config_class.from_json(config_json)
+        for config in elites:
             families.setdefault(state.space.family(config), config)
         parents = list(families.values())
         for attempt in range(4 * count):
@@ -250,15 +249,14 @@ class ModelGuidedSearch:
                 return
             offer(state.space.sample_family(parents[attempt % len(parents)], rng))
 
-    def _evolve(self, state, rng) -> list:
-        """Mutations of the best measured configs and random samples, improved for a few generations;
-        the unmeasured ones, best score first."""
-        config_class = _config_class()
+    def _evolve(self, state, elites: list, rng) -> list:
+        """Mutations of the best measured configs (``elites``) and random samples, improved for a few
+        generations; the unmeasured ones, best score first."""
         key = state.task.workload_key
         size = self._sizes.get(key, self.population)
         per_round = max(1, size // (self.generations + 1))
         transferred = self.transfer_candidates(state)
-        parents = [config_class.from_json(config) for _, config in state.best] or transferred
+        parents = elites or transferred
         mutations = per_round * 3 // 4 if parents else 0
         candidates = list(transferred)
         candidates += [state.space.mutate(parents[i % len(parents)], rng) for i in range(mutations)]
