@@ -177,6 +177,23 @@ class SearchSpace:
                 return candidate
         return config
 
+    def neighbours(self, config: Config, max_choices: int = 8) -> list:
+        """The valid configs that differ from ``config`` in one knob of at most ``max_choices``
+        values (unrolling, loop order, parallel levels, ...; not the tilings of long axes), knob
+        by knob: few enough to measure every one."""
+        self.validate(config)
+        values = dict(config.knobs)
+        found = []
+        for name, choices in self.knobs.items():
+            if len(choices) > max_choices:
+                continue
+            for choice in choices:
+                if choice != values[name]:
+                    candidate = Config.from_dict(self.rule, {**values, name: choice})
+                    if self.is_valid(candidate):
+                        found.append(candidate)
+        return found
+
     def project(self, config: Config) -> Config | None:
         """The config of this space nearest to ``config``, a config of the same rule for another task
         (other shapes): each knob value kept where this space allows it, a tiling replaced by the

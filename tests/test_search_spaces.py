@@ -320,6 +320,22 @@ def test_mutate_changes_one_or_two_knobs():
         config = neighbour
 
 
+def test_neighbours_change_every_small_knob_one_at_a_time():
+    space = ss.space_for(task("conv_7_13", "fused_conv2d_add_relu"), TARGET)
+    config = space.default_config()
+    neighbours = space.neighbours(config)
+    small = {name for name, choices in space.knobs.items() if len(choices) <= 8}
+    assert {"unroll", "order", "parallel"} <= small and small != set(space.knobs)
+    assert len({c.to_json() for c in neighbours}) == len(neighbours)
+    for neighbour in neighbours:
+        space.validate(neighbour)
+        changed = [k for k, v in neighbour.knobs if config.get(k) != v]
+        assert len(changed) == 1 and changed[0] in small
+    unrolls = {c.get("unroll") for c in neighbours if c.get("unroll") != config.get("unroll")}
+    assert unrolls == set(space.knobs["unroll"]) - {config.get("unroll")}  # every other unroll step
+    assert space.neighbours(config, max_choices=1) == []
+
+
 def test_project_fits_another_tasks_config_and_keeps_what_it_can():
     big = ss.space_for(task("conv_bench", "fused_conv2d_add_relu"), TARGET)  # 64 -> 64 channels, 56x56
     small = ss.space_for(task("conv_7_13", "fused_conv2d_add_relu"), TARGET)  # 7 -> 13 channels, 9x9

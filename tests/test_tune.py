@@ -217,7 +217,7 @@ def test_model_guided_search_spreads_its_picks_over_register_blocks(model, backe
     assert families.count(crowded) >= 6 and len(set(families)) >= 3
     ranked = sorted(fresh.values(), key=lambda c: (state.space.family(c) != crowded, c.to_json()))
     scored = [(float(len(ranked) - i), c) for i, c in enumerate(ranked)]  # the crowded family scores best
-    search = ModelGuidedSearch(backend, cache, explore_share=0.25, family_share=0.5)
+    search = ModelGuidedSearch(backend, cache, explore_share=0.25, family_share=0.5, sweep_share=0.0)
     search.model_ = "trained"
     monkeypatch.setattr(search, "_evolve", lambda state, elites, rng: scored)
     picks = search.propose(state, 8, rng)[:6]  # 2 of 8 are random picks
@@ -247,7 +247,7 @@ def test_model_guided_search_explores_the_best_measured_families(model, backend,
     results = [MeasureResult((cost,)) for cost in (3e-3, 1e-3, 2e-3)]
     for config, result in zip(measured, results):
         state.observe(config.to_json(), result, 4)
-    search = ModelGuidedSearch(backend, cache, explore_share=0.5, family_explore_share=0.5)
+    search = ModelGuidedSearch(backend, cache, explore_share=0.5, sweep_share=0.0, family_explore_share=0.5)
     search.observe(state, measured, results)
     search.model_ = "trained"
     scored = [(1.0, state.space.sample(rng)) for _ in range(4)]
@@ -256,6 +256,42 @@ def test_model_guided_search_explores_the_best_measured_families(model, backend,
     assert len(picks) == 8 and not {c.to_json() for c in picks} & state.seen
     assert {c.to_json() for c in picks[:4]} == {c.to_json() for _, c in scored}  # the model's picks
     assert [state.space.family(c) for c in picks[4:6]] == families[1:]  # then one per family, best first
+
+
+def test_model_guided_search_measures_every_small_knob_neighbour_of_the_best(model, backend, cache, monkeypatch):
+    import numpy as np
+
+    import search_spaces
+    from tuner.search import ModelGuidedSearch
+    from tuner.tune import TaskState
+
+    class LastScoresBest:  # a model that scores the candidates it is given in rising order
+        def predict(self, X):
+            return np.arange(len(X), dtype=float)
+
+    task = next(t for t in tuner.partition(model, backend).tasks if "conv2d" in t.name)
+    state = TaskState(task, search_spaces.space_for(task.func, backend.tvm_target()))
+    best = state.space.default_config()
+    for cost, config in ((1e-3, best), (2e-3, state.space.default_configs()[-1])):
+        state.observe(config.to_json(), MeasureResult((cost,)), 4)
+    search = ModelGuidedSearch(backend, cache, explore_share=0.5, sweep_share=1.0, family_explore_share=0.0)
+    search.model_ = LastScoresBest()
+    monkeypatch.setattr(search, "_evolve", lambda state, elites, rng: [])
+    neighbours = [c for c in state.space.neighbours(best) if c.to_json() not in state.seen]
+    assert len(neighbours) > 4
+    rng = np.random.default_rng(0)
+    picks = search.propose(state, 8, rng)
+    assert picks[:4] == neighbours[::-1][:4]  # the best config's neighbours, highest score first
+    swept = set()
+    for _ in range(len(neighbours)):
+        picks = search.propose(state, 8, rng)
+        for config in picks:
+            state.observe(config.to_json(), MeasureResult((5e-3,)), 4)
+        swept |= {c.to_json() for c in picks[:4]}
+        if {c.to_json() for c in neighbours} <= state.seen:
+            break
+    assert {c.to_json() for c in neighbours} <= swept  # all measured, then the next best config's
+    assert state.best[0][1] == best.to_json()
 
 
 def test_report_curve_follows_the_estimated_latency(model, backend, cache):

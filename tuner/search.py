@@ -104,7 +104,7 @@ class ModelGuidedSearch:
 
     def __init__(self, backend, cache, *, population: int = 192, max_population: int = 1024, generations: int = 0,
                  survivors: int = 16, explore_share: float = 0.2, family_share: float = 0.5,
-                 family_explore_share: float = 0.5, score_share: float = 1.0,
+                 sweep_share: float = 0.5, family_explore_share: float = 0.25, score_share: float = 1.0,
                  min_rows: int = 24, transfer_rows: int = 3000, max_donors: int = 256, seed: int = 0):
         self.backend = backend
         self.cache = cache
@@ -114,6 +114,7 @@ class ModelGuidedSearch:
         self.survivors = survivors
         self.explore_share = explore_share
         self.family_share = family_share
+        self.sweep_share = sweep_share
         self.family_explore_share = family_explore_share
         self.score_share = score_share
         self.min_rows = min_rows
@@ -210,7 +211,9 @@ class ModelGuidedSearch:
             self._timing[state.task.workload_key] = (now, (now - started) / len(scored))
         explore = math.ceil(self.explore_share * count)
         self._exploit(offer, scored, count - explore)
-        self._explore_families(offer, state, elites, count - explore + round(self.family_explore_share * explore), rng)
+        self._sweep(offer, state, elites, len(offer.configs) + math.ceil(self.sweep_share * explore))
+        self._explore_families(offer, state, elites, len(offer.configs) + round(self.family_explore_share * explore),
+                               rng)
         for _ in range(20 * count):
             if len(offer.configs) >= count:
                 break
@@ -234,6 +237,24 @@ class ModelGuidedSearch:
             if len(offer.configs) >= count:
                 return
             offer(config)
+
+    def _sweep(self, offer, state, elites: list, count: int) -> None:
+        """Offer the unmeasured one-knob neighbours of the best measured configs in the knobs of few
+        values (``SearchSpace.neighbours``: unrolling, loop order, ...), the best config's first and
+        each config's in the model's score order, until the offer holds ``count``. Over a few batches
+        every such neighbour of the best config is measured, whatever the model thinks of it: a model
+        trained on a few hundred rows mis-ranks some of them (a matmul's best had ``unroll`` 0 where
+        the model measured 16, 64 and 512)."""
+        for elite in elites:
+            if len(offer.configs) >= count:
+                return
+            pool: dict = {}
+            self._score(state, [c for c in state.space.neighbours(elite)
+                                if c.to_json() not in state.seen and c.to_json() not in offer.keys], pool)
+            for _, config in sorted(pool.values(), key=lambda item: -item[0]):
+                if len(offer.configs) >= count:
+                    return
+                offer(config)
 
     def _explore_families(self, offer, state, elites: list, count: int, rng) -> None:
         """Offer random configs of the best measured families (``SearchSpace.sample_family``), one per
