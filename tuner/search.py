@@ -7,7 +7,8 @@
   transfer), scores a population evolved from the best configs, random
   samples and other tasks' best configs fitted to this task; each batch
   measures the predicted best (spread over the configs' families, such as
-  register blocks) plus a share of exploration picks (random configs of the
+  register blocks) plus a share of exploration picks (the unmeasured one-knob
+  neighbours of the best configs in knobs of few values, random configs of the
   best measured families, and random samples), and the model is retrained on
   the results.
 
@@ -98,6 +99,10 @@ class ModelGuidedSearch:
     take ``score_share`` of the time the task's last batch took to measure, within
     ``population`` and ``max_population`` (scoring a conv candidate costs ~30 ms, measuring
     one ~0.5 s; a 1024^3 matmul ~5 ms and ~2 s).
+
+    ``explore_share`` of each batch is not the model's top picks: ``sweep_share`` of those
+    are the best configs' unmeasured neighbours in the knobs of few values (``_sweep``),
+    ``family_explore_share`` random configs of the best measured families, the rest random.
     """
 
     name = "model"
