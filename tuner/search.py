@@ -45,9 +45,13 @@ class _Offer:
             for config in state.space.default_configs():
                 self(config)
 
+    def is_new(self, key: str) -> bool:
+        """Whether the config of JSON ``key`` is neither measured before nor already offered."""
+        return key not in self.state.seen and key not in self.keys
+
     def __call__(self, config) -> bool:
         key = config.to_json()
-        if key in self.state.seen or key in self.keys:
+        if not self.is_new(key):
             return False
         self.configs.append(config)
         self.keys.add(key)
@@ -254,9 +258,8 @@ class ModelGuidedSearch:
             if len(offer.configs) >= count:
                 return
             pool: dict = {}
-            self._score(state, [c for c in state.space.neighbours(elite)
-                                if c.to_json() not in state.seen and c.to_json() not in offer.keys], pool)
-            for _, config in sorted(pool.values(), key=lambda item: -item[0]):
+            self._score(state, [c for c in state.space.neighbours(elite) if offer.is_new(c.to_json())], pool)
+            for _, config in _best_first(pool):
                 if len(offer.configs) >= count:
                     return
                 offer(config)
@@ -292,10 +295,9 @@ class ModelGuidedSearch:
             self._score(state, candidates, pool)
             if generation == self.generations or not pool:
                 break
-            ranked = [config for _, config in sorted(pool.values(), key=lambda item: -item[0])[:self.survivors]]
+            ranked = [config for _, config in _best_first(pool)[:self.survivors]]
             candidates = [state.space.mutate(ranked[i % len(ranked)], rng) for i in range(per_round)]
-        ranked = sorted(pool.values(), key=lambda item: -item[0])
-        return [(score, config) for score, config in ranked if config.to_json() not in state.seen]
+        return [(score, config) for score, config in _best_first(pool) if config.to_json() not in state.seen]
 
     def transfer_candidates(self, state) -> list:
         """Other tasks' best configs made to fit this task's space (transfer of schedules): those
@@ -323,6 +325,11 @@ class ModelGuidedSearch:
         scores = self.model_.predict(np.stack([f for _, f in usable]))
         for (config, _), score in zip(usable, scores):
             pool[config.to_json()] = (float(score), config)
+
+
+def _best_first(pool: dict) -> list:
+    """The (score, config) pairs of a scored pool (``ModelGuidedSearch._score``), highest score first."""
+    return sorted(pool.values(), key=lambda item: -item[0])
 
 
 class _Rows:
