@@ -294,6 +294,33 @@ def test_model_guided_search_measures_every_small_knob_neighbour_of_the_best(mod
     assert state.best[0][1] == best.to_json()
 
 
+def test_a_batch_never_exceeds_its_count_not_even_with_tied_defaults(backend, cache, monkeypatch):
+    import numpy as np
+
+    import search_spaces
+    from tuner.search import ModelGuidedSearch, RandomSearch
+    from tuner.tune import TaskState
+
+    model = tuner.load(mlp_model())
+    target = backend.tvm_target()
+    states = [TaskState(t, search_spaces.space_for(t.func, target)) for t in tuner.partition(model, backend).tasks]
+    state = next(s for s in states if len(s.space.default_configs()) > 1)  # a default tied with other blocks
+    defaults = state.space.default_configs()
+    rng = np.random.default_rng(0)
+    assert RandomSearch().propose(state, 1, rng) == defaults[:1]
+    fake = FakeMeasurer()
+    report = tune(model, backend, cache, TuneSettings(trials=1), measurer=fake, progress=False)
+    assert report.trials == 1 and len(fake.measured) == 1
+    state.observe(defaults[0].to_json(), MeasureResult((1e-3,)), 4)
+    search = ModelGuidedSearch(backend, cache, explore_share=1.0, sweep_share=1.0, family_explore_share=1.0)
+    search.model_ = "trained"
+    monkeypatch.setattr(search, "_evolve", lambda state, elites, rng: [])
+    monkeypatch.setattr(search, "_score", lambda state, candidates, pool: pool.update(
+        {c.to_json(): (0.0, c) for c in candidates}))
+    picks = search.propose(state, 3, rng)
+    assert len(picks) == 3 and not {c.to_json() for c in picks} & state.seen
+
+
 def test_report_curve_follows_the_estimated_latency(model, backend, cache):
     report = tune(model, backend, cache, TuneSettings(trials=48, batch_size=8), measurer=FakeMeasurer(),
                   progress=False)

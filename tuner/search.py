@@ -13,8 +13,8 @@
   the results.
 
 A strategy has ``start(states)``, ``propose(state, count, rng) -> [Config]`` and
-``observe(state, configs, results)``; it never proposes a config the task has
-already measured.
+``observe(state, configs, results)``; it proposes at most ``count`` configs (a task's
+tied defaults included) and never one the task has already measured.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class RandomSearch:
                 offer(state.space.mutate(_config_class().from_json(parent), rng))
             else:
                 offer(state.space.sample(rng))
-        return offer.configs
+        return offer.configs[:count]
 
     def observe(self, state, configs, results) -> None:
         pass
@@ -227,7 +227,7 @@ class ModelGuidedSearch:
             if len(offer.configs) >= count:
                 break
             offer(state.space.sample(rng))
-        return offer.configs
+        return offer.configs[:count]
 
     def _exploit(self, offer, scored, count: int) -> None:
         """Offer the scored configs, best first, until the offer holds ``count``, at most ``family_share``
