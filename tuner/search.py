@@ -34,11 +34,12 @@ def _config_class():
 
 
 class _Offer:
-    """Collects new configs, skipping those measured before or already offered; a task's first
-    batch starts with its default config and those tied with it."""
+    """Collects at most ``count`` new configs, skipping those measured before or already offered; a
+    task's first batch starts with its default config and those tied with it (as many as fit)."""
 
-    def __init__(self, state):
+    def __init__(self, state, count: int):
         self.state = state
+        self.count = count
         self.configs = []
         self.keys = set()
         if not state.seen:
@@ -49,9 +50,13 @@ class _Offer:
         """Whether the config of JSON ``key`` is neither measured before nor already offered."""
         return key not in self.state.seen and key not in self.keys
 
+    @property
+    def full(self) -> bool:
+        return len(self.configs) >= self.count
+
     def __call__(self, config) -> bool:
         key = config.to_json()
-        if not self.is_new(key):
+        if self.full or not self.is_new(key):
             return False
         self.configs.append(config)
         self.keys.add(key)
@@ -68,17 +73,17 @@ class RandomSearch:
         pass
 
     def propose(self, state, count: int, rng) -> list:
-        offer = _Offer(state)
+        offer = _Offer(state, count)
         mutations = round(count * self.mutate_share) if state.best else 0
         for attempt in range(20 * count):
-            if len(offer.configs) >= count:
+            if offer.full:
                 break
             if len(offer.configs) < mutations and attempt < 10 * count:
                 _, parent = state.best[rng.integers(len(state.best))]
                 offer(state.space.mutate(_config_class().from_json(parent), rng))
             else:
                 offer(state.space.sample(rng))
-        return offer.configs[:count]
+        return offer.configs
 
     def observe(self, state, configs, results) -> None:
         pass
@@ -211,7 +216,7 @@ class ModelGuidedSearch:
     def propose(self, state, count: int, rng) -> list:
         if self.model_ is None:
             return self.random.propose(state, count, rng)
-        offer = _Offer(state)
+        offer = _Offer(state, count)
         started = time.perf_counter()
         elites = [_config_class().from_json(config) for _, config in state.best]  # best measured first
         scored = self._evolve(state, elites, rng)
@@ -224,10 +229,10 @@ class ModelGuidedSearch:
         self._explore_families(offer, state, elites, len(offer.configs) + round(self.family_explore_share * explore),
                                rng)
         for _ in range(20 * count):
-            if len(offer.configs) >= count:
+            if offer.full:
                 break
             offer(state.space.sample(rng))
-        return offer.configs[:count]
+        return offer.configs
 
     def _exploit(self, offer, scored, count: int) -> None:
         """Offer the scored configs, best first, until the offer holds ``count``, at most ``family_share``
