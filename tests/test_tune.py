@@ -258,6 +258,36 @@ def test_model_guided_search_explores_the_best_measured_families(model, backend,
     assert [state.space.family(c) for c in picks[4:6]] == families[1:]  # then one per family, best first
 
 
+def test_family_exploration_reaches_a_second_family_when_the_best_configs_share_one(model, backend, cache,
+                                                                                     monkeypatch):
+    import numpy as np
+
+    import search_spaces
+    from tuner.search import ModelGuidedSearch
+    from tuner.tune import TaskState
+
+    task = next(t for t in tuner.partition(model, backend).tasks if "conv2d" in t.name)
+    state = TaskState(task, search_spaces.space_for(task.func, backend.tvm_target()))
+    rng = np.random.default_rng(1)
+    by_family = {}
+    for _ in range(400):
+        config = state.space.sample(rng)
+        by_family.setdefault(state.space.family(config), {})[config.to_json()] = config
+    first = next(list(c.values()) for c in by_family.values() if len(c) >= 5)
+    second = next(list(c.values()) for f, c in by_family.items() if f != state.space.family(first[0]))
+    measured = first[:5] + second[:1]  # the 5 best share a family: top_k (4) holds no other
+    for cost, config in zip((1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3), measured):
+        state.observe(config.to_json(), MeasureResult((cost,)), 4)
+    assert {state.space.family(search_spaces.Config.from_json(c)) for _, c in state.best} == {
+        state.space.family(first[0])}
+    assert state.best_families(3) == [first[0].to_json(), second[0].to_json()]
+    search = ModelGuidedSearch(backend, cache, explore_share=0.5, sweep_share=0.0, family_explore_share=0.5)
+    search.model_ = "trained"
+    monkeypatch.setattr(search, "_evolve", lambda state, elites, rng: [])
+    picks = search.propose(state, 8, rng)
+    assert [state.space.family(c) for c in picks[:2]] == [state.space.family(first[0]), state.space.family(second[0])]
+
+
 def test_model_guided_search_measures_every_small_knob_neighbour_of_the_best(model, backend, cache, monkeypatch):
     import numpy as np
 

@@ -59,6 +59,7 @@ class TaskState:
     target_trials: int = 0
     seen: set = field(default_factory=set)
     best: list = field(default_factory=list)  # (cost_s, config_json), best first, at most top_k
+    family_best: dict = field(default_factory=dict)  # the space's family -> (cost_s, config_json) of its best
     trials: int = 0
     exhausted: bool = False
     history: list = field(default_factory=list)  # (trials, best_s) after each batch
@@ -74,6 +75,25 @@ class TaskState:
             self.best.append((result.mean_s, config_json))
             self.best.sort()
             del self.best[top_k:]
+            family = self._family(config_json)
+            if family is not None and (family not in self.family_best or result.mean_s < self.family_best[family][0]):
+                self.family_best[family] = (result.mean_s, config_json)
+
+    def best_families(self, count: int) -> list:
+        """The best measured config (JSON) of each of the ``count`` best families, best first."""
+        return [config for _, config in sorted(self.family_best.values())[:count]]
+
+    def _family(self, config_json: str):
+        import search_spaces
+
+        if self.space is None:
+            return None
+        try:
+            config = search_spaces.Config.from_json(config_json)
+            self.space.validate(config)
+        except ValueError:  # InvalidConfigError included: a record of an older space
+            return None
+        return self.space.family(config)
 
     def end_batch(self) -> None:
         if self.best:
