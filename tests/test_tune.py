@@ -40,6 +40,15 @@ def model():
     return tuner.load(small_cnn_model(channels=8, size=12))
 
 
+def _conv_state(model, backend):
+    """A fresh TaskState of the model's conv2d task."""
+    import search_spaces
+    from tuner.tune import TaskState
+
+    task = next(t for t in tuner.partition(model, backend).tasks if "conv2d" in t.name)
+    return TaskState(task, search_spaces.space_for(task.func, backend.tvm_target()))
+
+
 def test_budget_counts_the_cache_and_nothing_is_measured_twice(model, backend, cache):
     fake = FakeMeasurer()
     first = tune(model, backend, cache, TuneSettings(trials=40, batch_size=8), measurer=fake, progress=False)
@@ -201,13 +210,9 @@ def test_model_guided_search_offers_other_tasks_best_configs(model, backend, cac
 def test_model_guided_search_spreads_its_picks_over_register_blocks(model, backend, cache, monkeypatch):
     import numpy as np
 
-    import search_spaces
     from tuner.search import ModelGuidedSearch
-    from tuner.tune import TaskState
 
-    target = backend.tvm_target()
-    task = next(t for t in tuner.partition(model, backend).tasks if "conv2d" in t.name)
-    state = TaskState(task, search_spaces.space_for(task.func, target))
+    state = _conv_state(model, backend)
     for config in state.space.default_configs():
         state.observe(config.to_json(), MeasureResult((1e-3,)), 4)
     rng = np.random.default_rng(0)
@@ -230,12 +235,9 @@ def test_model_guided_search_spreads_its_picks_over_register_blocks(model, backe
 def test_model_guided_search_explores_the_best_measured_families(model, backend, cache, monkeypatch):
     import numpy as np
 
-    import search_spaces
     from tuner.search import ModelGuidedSearch
-    from tuner.tune import TaskState
 
-    task = next(t for t in tuner.partition(model, backend).tasks if "conv2d" in t.name)
-    state = TaskState(task, search_spaces.space_for(task.func, backend.tvm_target()))
+    state = _conv_state(model, backend)
     rng = np.random.default_rng(0)
     by_family = {}
     for _ in range(200):
@@ -264,10 +266,8 @@ def test_family_exploration_reaches_a_second_family_when_the_best_configs_share_
 
     import search_spaces
     from tuner.search import ModelGuidedSearch
-    from tuner.tune import TaskState
 
-    task = next(t for t in tuner.partition(model, backend).tasks if "conv2d" in t.name)
-    state = TaskState(task, search_spaces.space_for(task.func, backend.tvm_target()))
+    state = _conv_state(model, backend)
     rng = np.random.default_rng(1)
     by_family = {}
     for _ in range(400):
@@ -291,16 +291,13 @@ def test_family_exploration_reaches_a_second_family_when_the_best_configs_share_
 def test_model_guided_search_measures_every_small_knob_neighbour_of_the_best(model, backend, cache, monkeypatch):
     import numpy as np
 
-    import search_spaces
     from tuner.search import ModelGuidedSearch
-    from tuner.tune import TaskState
 
     class LastScoresBest:  # a model that scores the candidates it is given in rising order
         def predict(self, X):
             return np.arange(len(X), dtype=float)
 
-    task = next(t for t in tuner.partition(model, backend).tasks if "conv2d" in t.name)
-    state = TaskState(task, search_spaces.space_for(task.func, backend.tvm_target()))
+    state = _conv_state(model, backend)
     best = state.space.default_config()
     for cost, config in ((1e-3, best), (2e-3, state.space.default_configs()[-1])):
         state.observe(config.to_json(), MeasureResult((cost,)), 4)
