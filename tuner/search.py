@@ -229,9 +229,7 @@ class ModelGuidedSearch:
         explore = math.ceil(self.explore_share * count)
         self._exploit(offer, scored, count - explore)
         self._sweep(offer, state, elites, len(offer.configs) + math.ceil(self.sweep_share * explore))
-        parents = [_config_class().from_json(config) for config in state.best_families(self.explore_families)]
-        self._explore_families(offer, state, parents or elites,
-                               len(offer.configs) + round(self.family_explore_share * explore), rng)
+        self._explore_families(offer, state, len(offer.configs) + round(self.family_explore_share * explore), rng)
         for _ in range(20 * count):
             if offer.full:
                 break
@@ -273,19 +271,16 @@ class ModelGuidedSearch:
                     return
                 offer(config)
 
-    def _explore_families(self, offer, state, parents: list, count: int, rng) -> None:
-        """Offer random configs of the families of ``parents`` (``SearchSpace.sample_family``), one per
-        family in turn, best family first, until the offer holds ``count``: the model ranks configs
-        near those it was trained on, and within a good register block a faster cache tile or loop
-        order may lie several mutations away, where random search finds it and the model does not.
-        The parents are the best config of each of the best measured families, not the task's best
-        configs, which are often all of one family: in an A/B in turns on conv (128 trials, seeds
-        0-2) the best after 128 trials was 1.0426 / 1.0573 / 1.0173 ms against 1.0525 / 1.0573 /
-        1.0668."""
-        families: dict = {}
-        for config in parents:
-            families.setdefault(state.space.family(config), config)
-        parents = list(families.values())
+    def _explore_families(self, offer, state, count: int, rng) -> None:
+        """Offer random configs of the ``explore_families`` best measured families
+        (``TaskState.best_families``, ``SearchSpace.sample_family``), one per family in turn, best
+        family first, until the offer holds ``count``: the model ranks configs near those it was
+        trained on, and within a good register block a faster cache tile or loop order may lie
+        several mutations away, where random search finds it and the model does not. The families
+        are ranked by their best measurement, not taken from the task's best configs, which are often
+        all of one family: in an A/B in turns on conv (128 trials, seeds 0-2) the best after 128
+        trials was 1.0426 / 1.0573 / 1.0173 ms against 1.0525 / 1.0573 / 1.0668."""
+        parents = [_config_class().from_json(config) for config in state.best_families(self.explore_families)]
         for attempt in range(4 * count):
             if len(offer.configs) >= count or not parents:
                 return
