@@ -22,6 +22,10 @@ def inject_build(tir_json, config_json, target, path):
     kind = json.loads(config_json)["knobs"].get("inject")
     if kind is None:
         return build_candidate(tir_json, config_json, target, path)
+    if kind == "build_hang":  # a compilation that never ends (LLVM on a huge unrolled body, say)
+        import time
+
+        time.sleep(3600)
     func = tvm.ir.load_json(tir_json)
     shapes = [[int(d) for d in p.ty.shape] for p in func.params]
     m, k = shapes[0]
@@ -71,6 +75,38 @@ def test_errors_are_recorded_and_measuring_goes_on(task, backend):
     assert wrong.error_kind == "wrong_result" and "differs" in wrong.error_msg
     assert good.ok and len(good.costs_s) == 2 and all(c > 0 for c in good.costs_s)
     assert again.ok
+
+
+def test_a_build_past_its_time_limit_is_a_timeout_and_the_batch_goes_on(task, backend):
+    import search_spaces
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    space = search_spaces.space_for(task.func, backend.tvm_target())
+    settings = MeasureSettings(build_timeout_s=3, build_workers=1, repeat=1, min_repeat_ms=1)
+    with LocalMeasurer(backend, settings, build_fn=inject_build) as measurer:
+        hung, good = measurer.measure(task, [_config(space, inject="build_hang"), _config(space)])
+    assert hung.error_kind == "timeout" and "build did not finish" in hung.error_msg
+    assert good.ok
+
+
+def test_the_reference_is_not_held_to_the_build_time_limit(task, backend):
+    import search_spaces
+
+    # no candidate compiles in 10 ms, but the task's reference (for the correctness checks) has its own limit
+    space = search_spaces.space_for(task.func, backend.tvm_target())
+    with LocalMeasurer(backend, MeasureSettings(build_timeout_s=0.01)) as measurer:
+        assert measurer._prepare(task).reference_ok
+        (result,) = measurer.measure(task, [_config(space)])
+    assert result.error_kind == "timeout"
+    with pytest.raises(tuner.TunerError, match="reference 0"):
+        MeasureSettings(reference_timeout_s=0)
+
+
+def test_bad_measure_settings_are_rejected():
+    with pytest.raises(tuner.TunerError, match="timeouts must be positive"):
+        MeasureSettings(build_timeout_s=0)
+    with pytest.raises(tuner.TunerError, match="repeat"):
+        MeasureSettings(repeat=0)
 
 
 def test_invalid_config_is_an_error_not_a_crash(task, backend):

@@ -127,6 +127,25 @@ def test_real_tuning_survives_sigkill(tmp_path):
     assert all(task["best_ms"] is not None for task in report["tasks"])
 
 
+@pytest.mark.slow
+def test_cli_build_timeout_reaches_the_measurer(tmp_path):
+    path = tmp_path / "mlp.onnx"
+    onnx.save(mlp_model(batch=2, sizes=(32, 48, 8)), str(path))
+    db = tmp_path / "cache.sqlite"
+    base = [sys.executable, "-m", "tuner.cli", "tune", str(path), "--cache", str(db), "--trials", "2", "--quiet"]
+    rejected = subprocess.run(base + ["--build-timeout", "0"], capture_output=True, text=True, timeout=300)
+    assert rejected.returncode == 2 and rejected.stderr.startswith("tuner: error: timeouts must be positive")
+    assert "Traceback" not in rejected.stderr and not db.exists()
+
+    # no compilation finishes in 10 ms: both candidates are recorded as timeouts, and the run ends normally
+    hurried = subprocess.run(base + ["--build-timeout", "0.01"], capture_output=True, text=True, timeout=300)
+    assert hurried.returncode == 0, hurried.stderr
+    with tuner.Cache(db) as cache:
+        records = list(cache.records())
+    assert len(records) == 2 and all(r.result.error_kind == "timeout" for r in records)
+    assert "build did not finish" in records[0].result.error_msg
+
+
 class SlowFakeMeasurer(FakeMeasurer):
     def measure(self, task, configs):
         time.sleep(0.3)

@@ -8,6 +8,7 @@ import sys
 from contextlib import contextmanager
 
 from .errors import TunerError
+from .measure import MeasureSettings
 from .progress import format_seconds
 
 EXIT_USAGE = 2
@@ -45,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
                       help="random sampling and mutation, or cost-model-guided evolutionary search")
     tune.add_argument("--batch-size", type=int, default=16, help="candidates measured per batch (default 16)")
     tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--build-timeout", type=float, default=MeasureSettings.build_timeout_s, metavar="SECONDS",
+                      help="a candidate whose compilation takes longer is recorded as a timeout "
+                           f"(default {MeasureSettings.build_timeout_s:g}; raise it on a slow machine)")
+    tune.add_argument("--run-timeout", type=float, default=MeasureSettings.run_timeout_s, metavar="SECONDS",
+                      help=f"likewise for running and timing one candidate (default {MeasureSettings.run_timeout_s:g})")
     tune.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
     tune.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -118,13 +124,15 @@ def _cmd_tasks(args) -> None:
 
 
 def _cmd_tune(args) -> None:
+    from .measure import LocalMeasurer
     from .tune import TuneSettings, tune
 
     settings = TuneSettings(trials=args.trials, batch_size=args.batch_size, seed=args.seed,
                             scheduler=args.scheduler, search=args.search, time_budget_s=parse_duration(args.time) if args.time else None)
+    measure_settings = MeasureSettings(build_timeout_s=args.build_timeout, run_timeout_s=args.run_timeout)
     model, backend = _load_model(args), _backend(args)
-    with _open_cache(args.cache) as cache:
-        report = tune(model, backend, cache, settings, progress=not args.quiet)
+    with _open_cache(args.cache) as cache, LocalMeasurer(backend, measure_settings) as measurer:
+        report = tune(model, backend, cache, settings, measurer=measurer, progress=not args.quiet)
     print(report.table())
     if args.json:
         with open(args.json, "w") as stream:
