@@ -54,16 +54,20 @@ def task():
     return parts.tasks[0]
 
 
+@pytest.fixture(scope="module")
+def space(task, backend):
+    import search_spaces
+
+    return search_spaces.space_for(task.func, backend.tvm_target())
+
+
 def _config(space, **inject):
     default = space.default_config()
     return default.replace(**inject) if inject else default
 
 
-def test_errors_are_recorded_and_measuring_goes_on(task, backend):
-    import search_spaces
-
+def test_errors_are_recorded_and_measuring_goes_on(task, backend, space):
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    space = search_spaces.space_for(task.func, backend.tvm_target())
     configs = [_config(space, inject="crash"), _config(space, inject="hang"), _config(space, inject="wrong"),
                _config(space)]
     settings = MeasureSettings(run_timeout_s=5, repeat=2, min_repeat_ms=1)
@@ -77,11 +81,8 @@ def test_errors_are_recorded_and_measuring_goes_on(task, backend):
     assert again.ok
 
 
-def test_a_build_past_its_time_limit_is_a_timeout_and_the_batch_goes_on(task, backend):
-    import search_spaces
-
+def test_a_build_past_its_time_limit_is_a_timeout_and_the_batch_goes_on(task, backend, space):
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    space = search_spaces.space_for(task.func, backend.tvm_target())
     settings = MeasureSettings(build_timeout_s=3, build_workers=1, repeat=1, min_repeat_ms=1)
     with LocalMeasurer(backend, settings, build_fn=inject_build) as measurer:
         hung, good = measurer.measure(task, [_config(space, inject="build_hang"), _config(space)])
@@ -89,22 +90,19 @@ def test_a_build_past_its_time_limit_is_a_timeout_and_the_batch_goes_on(task, ba
     assert good.ok
 
 
-def test_the_reference_is_not_held_to_the_build_time_limit(task, backend):
-    import search_spaces
-
+def test_the_reference_is_not_held_to_the_build_time_limit(task, backend, space):
     # no candidate compiles in 10 ms, but the task's reference (for the correctness checks) has its own limit
-    space = search_spaces.space_for(task.func, backend.tvm_target())
     with LocalMeasurer(backend, MeasureSettings(build_timeout_s=0.01)) as measurer:
         assert measurer._prepare(task).reference_ok
         (result,) = measurer.measure(task, [_config(space)])
     assert result.error_kind == "timeout"
-    with pytest.raises(tuner.TunerError, match="reference 0"):
-        MeasureSettings(reference_timeout_s=0)
 
 
 def test_bad_measure_settings_are_rejected():
     with pytest.raises(tuner.TunerError, match="timeouts must be positive"):
         MeasureSettings(build_timeout_s=0)
+    with pytest.raises(tuner.TunerError, match="reference 0"):
+        MeasureSettings(reference_timeout_s=0)
     with pytest.raises(tuner.TunerError, match="repeat"):
         MeasureSettings(repeat=0)
 

@@ -13,6 +13,7 @@ import pytest
 
 import tuner
 from benchmarks.models import mlp_model, small_cnn_model
+from conftest import run_cli
 from tuner.records import MeasureResult
 from tuner.tune import TuneSettings, tune
 
@@ -132,13 +133,13 @@ def test_cli_build_timeout_reaches_the_measurer(tmp_path):
     path = tmp_path / "mlp.onnx"
     onnx.save(mlp_model(batch=2, sizes=(32, 48, 8)), str(path))
     db = tmp_path / "cache.sqlite"
-    base = [sys.executable, "-m", "tuner.cli", "tune", str(path), "--cache", str(db), "--trials", "2", "--quiet"]
-    rejected = subprocess.run(base + ["--build-timeout", "0"], capture_output=True, text=True, timeout=300)
+    base = ["tune", path, "--cache", db, "--trials", "2", "--quiet"]
+    rejected = run_cli(*base, "--build-timeout", "0", timeout=300)
     assert rejected.returncode == 2 and rejected.stderr.startswith("tuner: error: timeouts must be positive")
     assert "Traceback" not in rejected.stderr and not db.exists()
 
     # no compilation finishes in 10 ms: both candidates are recorded as timeouts, and the run ends normally
-    hurried = subprocess.run(base + ["--build-timeout", "0.01"], capture_output=True, text=True, timeout=300)
+    hurried = run_cli(*base, "--build-timeout", "0.01", timeout=300)
     assert hurried.returncode == 0, hurried.stderr
     with tuner.Cache(db) as cache:
         records = list(cache.records())

@@ -8,7 +8,7 @@ import sys
 from contextlib import contextmanager
 
 from .errors import TunerError
-from .measure import MeasureSettings
+from .measure import LocalMeasurer, MeasureSettings
 from .progress import format_seconds
 
 EXIT_USAGE = 2
@@ -124,7 +124,6 @@ def _cmd_tasks(args) -> None:
 
 
 def _cmd_tune(args) -> None:
-    from .measure import LocalMeasurer
     from .tune import TuneSettings, tune
 
     settings = TuneSettings(trials=args.trials, batch_size=args.batch_size, seed=args.seed,
