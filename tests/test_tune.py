@@ -36,6 +36,13 @@ class FakeMeasurer:
         return results
 
 
+class FlatModel:
+    """A trained cost model's stand-in that scores every candidate alike."""
+
+    def predict(self, X):
+        return [0.0] * len(X)
+
+
 @pytest.fixture
 def model():
     return tuner.load(small_cnn_model(channels=8, size=12))
@@ -243,7 +250,7 @@ def test_model_guided_search_spreads_its_picks_over_register_blocks(model, backe
     ranked = sorted(fresh.values(), key=lambda c: (state.space.family(c) != crowded, c.to_json()))
     scored = [(float(len(ranked) - i), c) for i, c in enumerate(ranked)]  # the crowded family scores best
     search = ModelGuidedSearch(backend, cache, explore_share=0.25, family_share=0.5, sweep_share=0.0)
-    search.model_ = "trained"
+    search.model_ = FlatModel()
     monkeypatch.setattr(search, "_evolve", lambda state, elites, rng: scored)
     picks = search.propose(state, 8, rng)[:6]  # 2 of 8 are random picks
     others = [c for c in ranked if state.space.family(c) != crowded]
@@ -271,7 +278,7 @@ def test_model_guided_search_explores_the_best_measured_families(model, backend,
         state.observe(config.to_json(), result, 4)
     search = ModelGuidedSearch(backend, cache, explore_share=0.5, sweep_share=0.0, family_explore_share=0.5)
     search.observe(state, measured, results)
-    search.model_ = "trained"
+    search.model_ = FlatModel()
     scored = [(1.0, state.space.sample(rng)) for _ in range(4)]
     monkeypatch.setattr(search, "_evolve", lambda state, elites, rng: scored)
     picks = search.propose(state, 8, rng)
@@ -302,10 +309,35 @@ def test_family_exploration_reaches_a_second_family_when_the_best_configs_share_
         state.space.family(first[0])}
     assert state.best_families(3) == [first[0].to_json(), second[0].to_json()]
     search = ModelGuidedSearch(backend, cache, explore_share=0.5, sweep_share=0.0, family_explore_share=0.5)
-    search.model_ = "trained"
+    search.model_ = FlatModel()
     monkeypatch.setattr(search, "_evolve", lambda state, elites, rng: [])
     picks = search.propose(state, 8, rng)
     assert [state.space.family(c) for c in picks[:2]] == [state.space.family(first[0]), state.space.family(second[0])]
+
+
+def test_exploration_picks_the_better_scored_of_two_random_configs(model, backend, cache, monkeypatch):
+    import numpy as np
+
+    from tuner.search import ModelGuidedSearch
+
+    state = _conv_state(model, backend)
+    state.observe(state.space.default_config().to_json(), MeasureResult((1e-3,)), 4)
+    rng = np.random.default_rng(0)
+    draws = list({c.to_json(): c for c in (state.space.sample(rng) for _ in range(100))
+                  if c.to_json() not in state.seen}.values())[:32]
+    assert len(draws) == 32
+    scores = {config.to_json(): float(i % 2) for i, config in enumerate(draws)}  # every second draw scores higher
+    search = ModelGuidedSearch(backend, cache, explore_share=1.0, sweep_share=0.0, family_explore_share=0.0)
+    search.model_ = FlatModel()
+    monkeypatch.setattr(search, "_evolve", lambda state, elites, rng: [])
+    monkeypatch.setattr(search, "_score", lambda state, candidates, pool: pool.update(
+        {c.to_json(): (scores[c.to_json()], c) for c in candidates}))
+    stream = iter(draws)
+    monkeypatch.setattr(state.space, "sample", lambda rng: next(stream))
+    assert search.propose(state, 8, rng) == draws[1:16:2]  # all 8 picks are exploration: random configs
+    search.explore_draws = 1
+    stream = iter(draws)
+    assert search.propose(state, 8, rng) == draws[:8]
 
 
 def test_model_guided_search_measures_every_small_knob_neighbour_of_the_best(model, backend, cache, monkeypatch):
@@ -360,7 +392,7 @@ def test_a_batch_never_exceeds_its_count_not_even_with_tied_defaults(backend, ca
     assert report.trials == 1 and len(fake.measured) == 1
     state.observe(defaults[0].to_json(), MeasureResult((1e-3,)), 4)
     search = ModelGuidedSearch(backend, cache, explore_share=1.0, sweep_share=1.0, family_explore_share=1.0)
-    search.model_ = "trained"
+    search.model_ = FlatModel()
     monkeypatch.setattr(search, "_evolve", lambda state, elites, rng: [])
     monkeypatch.setattr(search, "_score", lambda state, candidates, pool: pool.update(
         {c.to_json(): (0.0, c) for c in candidates}))
