@@ -238,7 +238,7 @@ class ModelGuidedSearch:
             self._vetted(offer, state, lambda: state.space.sample(rng))
         return offer.configs
 
-    def _vetted(self, offer, state, draw) -> bool:
+    def _vetted(self, offer, state, draw) -> None:
         """Offer the best-scored of ``explore_draws`` new configs that ``draw()`` returns (a random
         sample, a random config of a family): an exploration pick stays random but is not the model's
         surest dud. The duds that cost most are builds that time out (LLVM on a huge unrolled body,
@@ -252,12 +252,11 @@ class ModelGuidedSearch:
             if offer.is_new(config.to_json()):
                 drawn[config.to_json()] = config
         if not drawn:
-            return False
+            return
         pool: dict = {}
         if len(drawn) > 1:
             self._score(state, list(drawn.values()), pool)
-        ranked = [config for _, config in _best_first(pool)] or list(drawn.values())
-        return offer(ranked[0])
+        offer(_best_first(pool)[0][1] if pool else next(iter(drawn.values())))
 
     def _exploit(self, offer, scored, count: int) -> None:
         """Offer the scored configs, best first, until the offer holds ``count``, at most ``family_share``
