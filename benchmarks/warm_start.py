@@ -96,7 +96,7 @@ def main(argv=None) -> None:
                          "pick a model whose tasks differ")
     if not args.time_only:
         tune_both(args, model, backend, directory)
-    first_pass = len(keys) * tuner.TuneSettings(trials=0).batch_size  # every task measured once: a defined curve
+    first_pass = len(keys) * tuner.TuneSettings(trials=0, search="model").batch  # every task measured once
     points = {"cold": (first_pass, args.trials), "warm": (first_pass, args.trials)}
     latencies = timed_in_one_run(model, backend, keys, directory, points)
     print(f"\nbuilt from each cache after so many trials and timed in alternation, one run (median ms):")

@@ -100,6 +100,26 @@ def test_every_task_gets_a_record_and_build_uses_them(model, backend, cache):
     assert built.coverage.tasks_tuned == built.coverage.tasks
 
 
+class BatchRecorder(FakeMeasurer):
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def measure(self, task, configs):
+        self.batches.append(len(configs))
+        return super().measure(task, configs)
+
+
+@pytest.mark.parametrize("search, batch_size, expected", [("random", None, 16), ("model", None, 8),
+                                                          ("model", 12, 12)])
+def test_each_search_measures_batches_of_its_own_size_unless_told(search, batch_size, expected, backend, cache):
+    model = tuner.load(mlp_model(batch=16, sizes=(32, 64)))
+    fake = BatchRecorder()
+    settings = TuneSettings(trials=40, search=search, batch_size=batch_size, population=16)
+    tune(model, backend, cache, settings, measurer=fake, progress=False)
+    assert fake.batches == [expected] * (40 // expected) + ([40 % expected] if 40 % expected else [])
+
+
 def test_bad_settings_are_rejected():
     with pytest.raises(tuner.TunerError, match="trial budget"):
         TuneSettings(trials=-1)

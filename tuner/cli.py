@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="how trials are spread over tasks (default: work-share)")
     tune.add_argument("--search", default="random", choices=["random", "model"],
                       help="random sampling and mutation, or cost-model-guided evolutionary search")
-    tune.add_argument("--batch-size", type=int, default=16, help="candidates measured per batch (default 16)")
+    tune.add_argument("--batch-size", type=int, help="candidates measured per batch (default 16 for random "
+                      "search, 8 for model-guided)")
     tune.add_argument("--seed", type=int, default=0)
     tune.add_argument("--build-timeout", type=float, default=MeasureSettings.build_timeout_s, metavar="SECONDS",
                       help="a candidate whose compilation takes longer is recorded as a timeout "
