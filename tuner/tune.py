@@ -21,19 +21,12 @@ from .search import create_search
 from .tasks import partition
 
 
-# Configs per batch by search. Model-guided search retrains after every batch, so smaller batches let
-# each pick learn from more measurements; 8 against 16 in an A/B in turns (128 trials, seeds 0-2, the best
-# after 128): conv 1.0472 / 1.0322 / 1.0282 ms against 1.0516 / 1.0347 / 1.0378, matmul
-# 10.0707 / 9.8418 / 10.1443 against 10.1079 / 10.1237 / 10.0960.
-BATCH_SIZES = {"random": 16, "model": 8}
-
-
 @dataclass(frozen=True)
 class TuneSettings:
     """``trials`` is the model's total budget on the backend, records already in the cache included."""
 
     trials: int
-    batch_size: int | None = None  # None: the search's own (``BATCH_SIZES``)
+    batch_size: int | None = None  # None: the search's own (its ``batch_size``)
     seed: int = 0
     mutate_share: float = 0.5  # share of a batch made by mutating the best configs found so far
     top_k: int = 4
@@ -53,13 +46,8 @@ class TuneSettings:
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise TunerError(f"the time budget must be positive, got {self.time_budget_s} s")
         create_scheduler(self.scheduler)
-        if self.search not in BATCH_SIZES:
+        if self.search not in ("random", "model"):
             raise TunerError(f"unknown search strategy {self.search!r}; choose one of random, model")
-
-    @property
-    def batch(self) -> int:
-        """Configs measured per batch: ``batch_size``, or the search's own."""
-        return self.batch_size or BATCH_SIZES[self.search]
 
 
 @dataclass
@@ -179,6 +167,7 @@ def tune(model, backend, cache, settings: TuneSettings, measurer=None, progress:
     if spent < settings.trials:
         strategy.start(states)
     rng = np.random.default_rng(settings.seed + spent)
+    batch_size = settings.batch_size or strategy.batch_size
     own_measurer = measurer is None
     measurer = measurer or LocalMeasurer(backend)
     bar = Progress(total=settings.trials, done=spent, enabled=progress)
@@ -189,7 +178,7 @@ def tune(model, backend, cache, settings: TuneSettings, measurer=None, progress:
             state = scheduler.next(states, settings.trials - spent)
             if state is None:
                 break
-            count = min(settings.batch, settings.trials - spent, state.target_trials - state.trials)
+            count = min(batch_size, settings.trials - spent, state.target_trials - state.trials)
             configs = strategy.propose(state, count, rng)
             if not configs:
                 state.exhausted = True
