@@ -70,7 +70,7 @@ def remeasure(op: str, configs: list, rounds: int, backend) -> list:
     (task,) = tuner.partition(tuner.load(OPS[op]()), backend).tasks
     parsed = [search_spaces.Config.from_json(config) for config in configs]
     costs = [[] for _ in configs]
-    with tuner.LocalMeasurer(backend) as measurer:
+    with tuner.LocalMeasurer(backend, tuner.MeasureSettings(confirm_runs=0)) as measurer:  # one run a round
         for _ in range(rounds):
             for index, result in enumerate(measurer.measure(task, parsed)):
                 if result.ok:

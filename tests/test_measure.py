@@ -77,8 +77,42 @@ def test_errors_are_recorded_and_measuring_goes_on(task, backend, space):
     assert crash.error_kind == "crash", crash.error_msg
     assert hang.error_kind == "timeout"
     assert wrong.error_kind == "wrong_result" and "differs" in wrong.error_msg
-    assert good.ok and len(good.costs_s) == 2 and all(c > 0 for c in good.costs_s)
+    # the task's first timing is its best so far: run twice more (MeasureSettings.confirm_runs)
+    assert good.ok and len(good.costs_s) == 2 * 3 and all(c > 0 for c in good.costs_s)
     assert again.ok
+
+
+class ScriptedRuns(LocalMeasurer):
+    """Real builds; each timed run returns the next result of ``script``, and its ``check`` flag is kept."""
+
+    def __init__(self, backend, settings, script):
+        super().__init__(backend, settings)
+        self.script = iter(script)
+        self.checks = []
+
+    def _run(self, built, io, check):
+        self.checks.append(check)
+        return next(self.script)
+
+
+def test_a_timing_near_the_best_is_confirmed_by_more_runs_and_a_failing_one_is_its_result(task, backend, space):
+    from tuner.records import MeasureResult
+
+    def ok(*costs):
+        return MeasureResult(costs)
+
+    script = [ok(1.0), ok(1.1), ok(0.9),  # the first timing is the best so far: two more runs, all repeats kept
+              ok(2.0),  # far from the best (1.0): one run
+              ok(1.02), MeasureResult.error("crash", "died"),  # within 3 %: run again, and it crashes
+              ok(0.5), ok(0.6), ok(0.4)]  # a new best, confirmed
+    settings = MeasureSettings(repeat=1, min_repeat_ms=1, confirm_runs=2, confirm_within=0.03, check_first=1)
+    with ScriptedRuns(backend, settings, script) as measurer:
+        first, far, flaky, new_best = measurer.measure(task, [_config(space)] * 4)
+        assert next(measurer.script, None) is None
+    assert first.costs_s == (1.0, 1.1, 0.9) and far.costs_s == (2.0,)
+    assert flaky.error_kind == "crash" and flaky.error_msg == "on running it again: died"
+    assert new_best.costs_s == (0.5, 0.6, 0.4)
+    assert measurer.checks == [True] + [False] * 8  # only the first candidate is checked; runs again never
 
 
 def test_a_build_past_its_time_limit_is_a_timeout_and_the_batch_goes_on(task, backend, space):
@@ -105,6 +139,8 @@ def test_bad_measure_settings_are_rejected():
         MeasureSettings(reference_timeout_s=0)
     with pytest.raises(tuner.TunerError, match="repeat"):
         MeasureSettings(repeat=0)
+    with pytest.raises(tuner.TunerError, match="confirm_runs"):
+        MeasureSettings(confirm_runs=-1)
 
 
 def test_invalid_config_is_an_error_not_a_crash(task, backend):
