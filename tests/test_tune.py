@@ -174,6 +174,25 @@ def test_cli_build_timeout_reaches_the_measurer(tmp_path):
     assert "build did not finish" in records[0].result.error_msg
 
 
+@pytest.mark.slow
+def test_cli_confirm_runs_reaches_the_measurer(tmp_path):
+    path = tmp_path / "mlp.onnx"
+    onnx.save(mlp_model(batch=2, sizes=(32, 48)), str(path))
+    repeat = tuner.MeasureSettings.repeat
+    base = ["tune", path, "--trials", "3", "--quiet"]
+    rejected = run_cli(*base, "--cache", tmp_path / "rejected.sqlite", "--confirm-runs", "-1", timeout=300)
+    assert rejected.returncode == 2 and rejected.stderr.startswith("tuner: error: confirm_runs")
+    costs = {}
+    for runs in ("0", "2"):
+        db = tmp_path / f"confirm{runs}.sqlite"
+        tuned = run_cli(*base, "--cache", db, "--confirm-runs", runs, timeout=300)
+        assert tuned.returncode == 0, tuned.stderr
+        with tuner.Cache(db) as cache:
+            costs[runs] = [len(r.result.costs_s) for r in cache.records() if r.result.ok]
+    assert costs["0"] and set(costs["0"]) == {repeat}
+    assert costs["2"][0] == 3 * repeat  # the task's first timing is its best so far: run twice more
+
+
 class SlowFakeMeasurer(FakeMeasurer):
     def measure(self, task, configs):
         time.sleep(0.3)

@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                            f"(default {MeasureSettings.build_timeout_s:g}; raise it on a slow machine)")
     tune.add_argument("--run-timeout", type=float, default=MeasureSettings.run_timeout_s, metavar="SECONDS",
                       help=f"likewise for running and timing one candidate (default {MeasureSettings.run_timeout_s:g})")
+    tune.add_argument("--confirm-runs", type=int, default=MeasureSettings.confirm_runs, metavar="N",
+                      help="times a candidate timed within 3%% of its task's best is run again, so that the best "
+                           f"is not one lucky run (default {MeasureSettings.confirm_runs}; 0 tunes faster)")
     tune.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
     tune.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -129,7 +132,8 @@ def _cmd_tune(args) -> None:
 
     settings = TuneSettings(trials=args.trials, batch_size=args.batch_size, seed=args.seed,
                             scheduler=args.scheduler, search=args.search, time_budget_s=parse_duration(args.time) if args.time else None)
-    measure_settings = MeasureSettings(build_timeout_s=args.build_timeout, run_timeout_s=args.run_timeout)
+    measure_settings = MeasureSettings(build_timeout_s=args.build_timeout, run_timeout_s=args.run_timeout,
+                                       confirm_runs=args.confirm_runs)
     model, backend = _load_model(args), _backend(args)
     with _open_cache(args.cache) as cache, LocalMeasurer(backend, measure_settings) as measurer:
         report = tune(model, backend, cache, settings, measurer=measurer, progress=not args.quiet)
