@@ -168,7 +168,6 @@ class LocalMeasurer:
             return MeasureResult(tuple(outcome["costs_s"]))
         return MeasureResult.error(outcome["status"], outcome["message"])
 
-
     def _confirm(self, built: dict, io: _TaskIO, first: MeasureResult) -> MeasureResult:
         """``first`` with the repeats of ``confirm_runs`` more runs of ``built``, or the error of one."""
         costs = list(first.costs_s)
