@@ -53,8 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--run-timeout", type=float, default=MeasureSettings.run_timeout_s, metavar="SECONDS",
                       help=f"likewise for running and timing one candidate (default {MeasureSettings.run_timeout_s:g})")
     tune.add_argument("--confirm-runs", type=int, default=MeasureSettings.confirm_runs, metavar="N",
-                      help="times a candidate timed within 3%% of its task's best is run again, so that the best "
-                           f"is not one lucky run (default {MeasureSettings.confirm_runs}; 0 tunes faster)")
+                      help=f"times a candidate timed within {MeasureSettings.confirm_within * 100:g}%% of its task's "
+                           f"best is run again, so that the best is not one lucky run (default "
+                           f"{MeasureSettings.confirm_runs}; 0 tunes faster)")
     tune.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
     tune.add_argument("--quiet", action="store_true", help="no progress bar")
 
