@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -352,6 +353,30 @@ def test_family_exploration_reaches_a_second_family_when_the_best_configs_share_
     monkeypatch.setattr(search, "_evolve", lambda state, elites, rng: [])
     picks = search.propose(state, 8, rng)
     assert [state.space.family(c) for c in picks[:2]] == [state.space.family(first[0]), state.space.family(second[0])]
+
+
+def test_family_exploration_has_its_share_of_batches_of_the_default_size(model, backend, cache, monkeypatch):
+    import numpy as np
+
+    from tuner.search import ModelGuidedSearch
+
+    state = _conv_state(model, backend)
+    state.observe(state.space.default_config().to_json(), MeasureResult((1e-3,)), 4)
+    search = ModelGuidedSearch(backend, cache)
+    search.model_ = FlatModel()
+    asked = []
+    monkeypatch.setattr(search, "_evolve", lambda state, elites, rng: [])
+    monkeypatch.setattr(search, "_sweep", lambda offer, state, elites, count: None)
+    monkeypatch.setattr(search, "_vetted", lambda offer, state, draw: None)
+    monkeypatch.setattr(search, "_explore_families",
+                        lambda offer, state, count, rng: asked.append(count - len(offer.configs)))
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        search.propose(state, ModelGuidedSearch.batch_size, rng)
+    explore = math.ceil(search.explore_share * ModelGuidedSearch.batch_size)
+    share = search.family_explore_share * explore  # a fraction of a pick per batch: 0.5 by default
+    assert 0 < share < 1 and set(asked) == {0, 1}
+    assert np.mean(asked) == pytest.approx(share, abs=0.1)  # on average, not rounded away in every batch
 
 
 def test_exploration_picks_the_better_scored_of_two_random_configs(model, backend, cache, monkeypatch):

@@ -114,7 +114,11 @@ class ModelGuidedSearch:
     are the best configs' unmeasured neighbours in the knobs of few values (``_sweep``),
     ``family_explore_share`` random configs of the ``explore_families`` best measured families
     (ranked by each family's best measurement, ``TaskState.best_families``), the rest random; each
-    random pick is the best-scored of ``explore_draws`` random configs (``_vetted``).
+    random pick is the best-scored of ``explore_draws`` random configs (``_vetted``). A share
+    that comes to a fraction of a pick is drawn with that probability in each batch (``_picks``):
+    rounded, the family picks (a quarter of 2) were none at all in batches of 8, and drawn, model-
+    guided search's best after 128 matmul trials was 9.978 / 10.074 / 10.019 ms against 10.260 /
+    11.251 / 10.245 (A/B in turns, seeds 0-2).
     """
 
     name = "model"
@@ -237,7 +241,7 @@ class ModelGuidedSearch:
         explore = math.ceil(self.explore_share * count)
         self._exploit(offer, scored, count - explore)
         self._sweep(offer, state, elites, len(offer.configs) + math.ceil(self.sweep_share * explore))
-        self._explore_families(offer, state, len(offer.configs) + round(self.family_explore_share * explore), rng)
+        self._explore_families(offer, state, len(offer.configs) + _picks(self.family_explore_share * explore, rng), rng)
         for _ in range(20 * count):
             if offer.full:
                 break
@@ -362,6 +366,14 @@ class ModelGuidedSearch:
         scores = self.model_.predict(np.stack([f for _, f in usable]))
         for (config, _), score in zip(usable, scores):
             pool[config.to_json()] = (float(score), config)
+
+
+def _picks(share: float, rng) -> int:
+    """``share`` picks on average: its whole part, and one more with the probability of its
+    fraction. Rounding would drop a share below one half from every batch (a quarter of 2
+    exploration picks, in batches of 8)."""
+    whole = math.floor(share)
+    return whole + int(rng.random() < share - whole)
 
 
 def _best_first(pool: dict) -> list:
