@@ -17,6 +17,8 @@ import time
 import tuner
 from benchmarks.models import build as build_model
 from tuner.cli import parse_duration
+from tuner.scheduler import SCHEDULERS
+from tuner.search import SEARCHES
 
 
 def run_model(name, backend, cache, settings, repeat=7, progress=True, **model_args) -> dict:
@@ -40,8 +42,8 @@ def main(argv=None) -> None:
     parser.add_argument("--cache", default="build/bench/e2e.sqlite")
     parser.add_argument("--json", help="write the rows as JSON to this file")
     parser.add_argument("--time", help="wall-clock tuning budget per model, e.g. 20m (default: none)")
-    parser.add_argument("--search", default="random", choices=["random", "model"])
-    parser.add_argument("--scheduler", default="work-share", choices=["work-share", "gradient"])
+    parser.add_argument("--search", default="random", choices=list(SEARCHES))
+    parser.add_argument("--scheduler", default="work-share", choices=list(SCHEDULERS))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     settings = tuner.TuneSettings(trials=args.trials, seed=args.seed, search=args.search, scheduler=args.scheduler,

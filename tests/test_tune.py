@@ -126,6 +126,10 @@ def test_bad_settings_are_rejected():
         TuneSettings(trials=-1)
     with pytest.raises(tuner.TunerError, match="batch size"):
         TuneSettings(trials=1, batch_size=0)
+    with pytest.raises(tuner.TunerError, match="unknown search strategy 'anneal'; choose one of random, model"):
+        TuneSettings(trials=1, search="anneal")
+    with pytest.raises(tuner.TunerError, match="unknown task scheduler 'greedy'; choose one of work-share, gradient"):
+        TuneSettings(trials=1, scheduler="greedy")
 
 
 @pytest.mark.slow

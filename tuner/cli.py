@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from .errors import TunerError
 from .measure import LocalMeasurer, MeasureSettings
 from .progress import format_seconds
+from .scheduler import SCHEDULERS
+from .search import SEARCHES
 
 EXIT_USAGE = 2
 
@@ -40,9 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--trials", type=int, required=True,
                       help="total trials for this model on this backend, counting records already in the cache")
     tune.add_argument("--time", metavar="DURATION", help="wall-clock budget, e.g. 90s, 20m, 1h (default: none)")
-    tune.add_argument("--scheduler", default="work-share", choices=["work-share", "gradient"],
+    tune.add_argument("--scheduler", default="work-share", choices=list(SCHEDULERS),
                       help="how trials are spread over tasks (default: work-share)")
-    tune.add_argument("--search", default="random", choices=["random", "model"],
+    tune.add_argument("--search", default="random", choices=list(SEARCHES),
                       help="random sampling and mutation, or cost-model-guided evolutionary search")
     tune.add_argument("--batch-size", type=int, help="candidates measured per batch (default 16 for random "
                       "search, 8 for model-guided)")

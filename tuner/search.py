@@ -402,9 +402,16 @@ class _Rows:
         return np.stack(self.features), np.asarray(self.throughputs), np.asarray(self.groups)
 
 
+SEARCHES = (RandomSearch.name, ModelGuidedSearch.name)
+
+
+def check_search(kind: str) -> None:
+    if kind not in SEARCHES:
+        raise TunerError(f"unknown search strategy {kind!r}; choose one of {', '.join(SEARCHES)}")
+
+
 def create_search(kind: str, backend, cache, *, seed: int, mutate_share: float, population: int):
-    if kind == "random":
+    check_search(kind)
+    if kind == RandomSearch.name:
         return RandomSearch(mutate_share)
-    if kind == "model":
-        return ModelGuidedSearch(backend, cache, seed=seed, population=population)
-    raise TunerError(f"unknown search strategy {kind!r}; choose one of random, model")
+    return ModelGuidedSearch(backend, cache, seed=seed, population=population)

@@ -17,7 +17,7 @@ from .errors import TunerError
 from .progress import Progress, format_seconds
 from .records import Record
 from .scheduler import create_scheduler
-from .search import create_search
+from .search import check_search, create_search
 from .tasks import partition
 
 
@@ -46,8 +46,7 @@ class TuneSettings:
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise TunerError(f"the time budget must be positive, got {self.time_budget_s} s")
         create_scheduler(self.scheduler)
-        if self.search not in ("random", "model"):
-            raise TunerError(f"unknown search strategy {self.search!r}; choose one of random, model")
+        check_search(self.search)
 
 
 @dataclass
