@@ -66,10 +66,10 @@ class TurnMeasurer:
         self.name = name
         self.inner = inner
 
-    def measure(self, task, configs):
+    def measure(self, task, configs, best_s=None):
         self.alternation.give(self.name)
         self.alternation.take(self.name)
-        results = self.inner.measure(task, configs)
+        results = self.inner.measure(task, configs, best_s)
         self.alternation.measured(self.name, len(configs))
         return results
 

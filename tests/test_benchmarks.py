@@ -38,7 +38,7 @@ class _LoggingMeasurer:
     def __init__(self, name, log, busy):
         self.name, self.log, self.busy = name, log, busy
 
-    def measure(self, task, configs):
+    def measure(self, task, configs, best_s=None):
         self.log.append((self.name, len(configs), set(self.busy)))
         time.sleep(0.002)
         return [MeasureResult((1e-3,)) for _ in configs]

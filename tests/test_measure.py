@@ -115,6 +115,21 @@ def test_a_timing_near_the_best_is_confirmed_by_more_runs_and_a_failing_one_is_i
     assert measurer.checks == [True] + [False] * 8  # only the first candidate is checked; runs again never
 
 
+def test_the_best_known_from_before_is_the_best_so_far_for_confirmations(task, backend, space):
+    from tuner.records import MeasureResult
+
+    def ok(*costs):
+        return MeasureResult(costs)
+
+    script = [ok(1.0),  # slower than the best known (0.5): one run, though the measurer's first
+              ok(0.51), ok(0.5), ok(0.49)]  # within 3 % of it: confirmed
+    settings = MeasureSettings(repeat=1, min_repeat_ms=1, confirm_runs=2, confirm_within=0.03, check_first=0)
+    with ScriptedRuns(backend, settings, script) as measurer:
+        slow, near = measurer.measure(task, [_config(space)] * 2, best_s=0.5)
+        assert next(measurer.script, None) is None
+    assert slow.costs_s == (1.0,) and near.costs_s == (0.51, 0.5, 0.49)
+
+
 def test_a_build_past_its_time_limit_is_a_timeout_and_the_batch_goes_on(task, backend, space):
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     settings = MeasureSettings(build_timeout_s=3, build_workers=1, repeat=1, min_repeat_ms=1)

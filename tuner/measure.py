@@ -104,9 +104,13 @@ class LocalMeasurer:
     def __exit__(self, *exc):
         self.close()
 
-    def measure(self, task, configs) -> list[MeasureResult]:
-        """Build all ``configs`` of ``task`` in parallel, then run them one by one."""
+    def measure(self, task, configs, best_s: float | None = None) -> list[MeasureResult]:
+        """Build all ``configs`` of ``task`` in parallel, then run them one by one. ``best_s``: the task's
+        best mean cost known from before (a resumed run's cache), which the confirmation runs count as
+        the best so far too: else the first candidate of a resumed task is confirmed whatever its time."""
         io = self._prepare(task)
+        if best_s is not None:
+            io.best_s = min(io.best_s, best_s)
         built = self._build_all(task, configs)
         results = []
         for outcome in built:

@@ -182,7 +182,7 @@ def tune(model, backend, cache, settings: TuneSettings, measurer=None, progress:
             if not configs:
                 state.exhausted = True
                 continue
-            results = measurer.measure(state.task, configs)
+            results = measurer.measure(state.task, configs, best_s=state.best_s)
             cache.add_many(_records(backend, state.task, configs, results))
             for config, result in zip(configs, results):
                 state.observe(config.to_json(), result, settings.top_k)
