@@ -70,33 +70,6 @@ def test_budget_counts_the_cache_and_nothing_is_measured_twice(model, backend, c
     assert all(task["trials"] >= 1 for task in more.tasks)
 
 
-class BestRecorder(FakeMeasurer):
-    def __init__(self):
-        super().__init__()
-        self.best = []  # (workload key, best_s given) of each batch
-
-    def measure(self, task, configs, best_s=None):
-        self.best.append((task.workload_key, best_s))
-        return super().measure(task, configs, best_s)
-
-
-def test_a_resumed_run_gives_the_measurer_each_tasks_best_in_the_cache(model, backend, cache, tmp_path):
-    tune(model, backend, cache, TuneSettings(trials=24, batch_size=8), measurer=FakeMeasurer(), progress=False)
-    cached = {row["workload_key"]: row["best_s"] for row in cache.summary()}
-    resumed = BestRecorder()
-    tune(model, backend, cache, TuneSettings(trials=48, batch_size=8), measurer=resumed, progress=False)
-    first = {}
-    for key, best_s in resumed.best:
-        first.setdefault(key, best_s)
-    assert set(first) & set(cached)
-    for key, best_s in first.items():
-        assert best_s == pytest.approx(cached[key]) if key in cached else best_s is None
-    fresh = BestRecorder()
-    with tuner.Cache(tmp_path / "empty.sqlite") as empty:
-        tune(model, backend, empty, TuneSettings(trials=8, batch_size=8), measurer=fresh, progress=False)
-    assert fresh.best[0][1] is None  # nothing known yet
-
-
 def test_search_improves_on_the_default(model, backend, cache):
     fake = FakeMeasurer()
     report = tune(model, backend, cache, TuneSettings(trials=60, batch_size=6), measurer=fake, progress=False)
@@ -131,11 +104,30 @@ def test_every_task_gets_a_record_and_build_uses_them(model, backend, cache):
 class BatchRecorder(FakeMeasurer):
     def __init__(self):
         super().__init__()
-        self.batches = []
+        self.batches = []  # the size of each batch
+        self.best = []  # (workload key, best_s given) of each batch
 
     def measure(self, task, configs, best_s=None):
         self.batches.append(len(configs))
+        self.best.append((task.workload_key, best_s))
         return super().measure(task, configs, best_s)
+
+
+def test_a_resumed_run_gives_the_measurer_each_tasks_best_in_the_cache(model, backend, cache, tmp_path):
+    tune(model, backend, cache, TuneSettings(trials=24, batch_size=8), measurer=FakeMeasurer(), progress=False)
+    cached = {row["workload_key"]: row["best_s"] for row in cache.summary()}
+    resumed = BatchRecorder()
+    tune(model, backend, cache, TuneSettings(trials=48, batch_size=8), measurer=resumed, progress=False)
+    first = {}
+    for key, best_s in resumed.best:
+        first.setdefault(key, best_s)
+    assert set(first) & set(cached)
+    for key, best_s in first.items():
+        assert best_s == pytest.approx(cached[key]) if key in cached else best_s is None
+    fresh = BatchRecorder()
+    with tuner.Cache(tmp_path / "empty.sqlite") as empty:
+        tune(model, backend, empty, TuneSettings(trials=8, batch_size=8), measurer=fresh, progress=False)
+    assert fresh.best[0][1] is None  # nothing known yet
 
 
 @pytest.mark.parametrize("search, batch_size, expected", [("random", None, 16), ("model", None, 8),
