@@ -427,6 +427,29 @@ def test_exploration_picks_the_better_scored_of_two_random_configs(model, backen
     assert search.propose(state, 8, rng) == draws[:8]
 
 
+def test_model_guided_search_scores_every_config_two_small_knob_changes_from_the_best(model, backend, cache):
+    import numpy as np
+
+    from tuner.search import ModelGuidedSearch
+
+    state = _conv_state(model, backend)
+    best = state.space.default_config()
+    for cost, config in ((1e-3, best), (2e-3, state.space.default_configs()[-1])):
+        state.observe(config.to_json(), MeasureResult((cost,)), 4)
+    one = {c.to_json() for c in state.space.neighbours(best)}
+    two = one | {n.to_json() for c in state.space.neighbours(best) for n in state.space.neighbours(c)}
+    two -= {best.to_json()}
+    assert len(two) > 2 * len(one)  # changes of two knobs too
+    search = ModelGuidedSearch(backend, cache, population=8, max_population=8)
+    search.model_ = FlatModel()
+    scored = {c.to_json() for _, c in search._evolve(state, [best], np.random.default_rng(0))}
+    assert two - state.seen <= scored  # all of them, beside 8 mutations and random samples
+    assert len(scored - two) <= 8
+    search.local_steps = 1
+    scored = {c.to_json() for _, c in search._evolve(state, [best], np.random.default_rng(0))}
+    assert one - state.seen <= scored and not two - one <= scored
+
+
 def test_model_guided_search_measures_every_small_knob_neighbour_of_the_best(model, backend, cache, monkeypatch):
     import numpy as np
 
