@@ -106,11 +106,37 @@ def test_costmodel_eval_scores_line_up_with_held_out_rows(tmp_path, backend):
             assert scores.shape == y_test.shape and np.all(np.isfinite(scores))
             row = costmodel_eval.metrics(y_test, scores, groups)
             assert 0.0 <= row["pairwise_accuracy"] <= 1.0 and 0.0 < row["top1_score"] <= 1.0
+            by_task = costmodel_eval.per_task(y_test, scores, groups)
+            assert set(by_task) == set(groups)  # the overall top-1 score is the mean of the tasks'
+            assert np.nanmean([m["top1_score"] for m in by_task.values()]) == pytest.approx(row["top1_score"])
     held_out_tasks = [set(test) for name, _, test in splits if name.startswith("tasks")]
     assert set.union(*held_out_tasks) == {t.workload_key for t in tasks}
     summary = costmodel_eval.summary([{"split": "configs/0", "model": "ours", "pairwise_accuracy": 0.8,
                                        "top1_score": float("nan")}])
     assert summary[0]["pairwise_accuracy"] == pytest.approx(0.8) and np.isnan(summary[0]["top1_score"])
+
+
+def test_costmodel_eval_compares_the_models_split_by_split_and_task_by_task():
+    def row(split, model, pairwise, top1, per_task):
+        return {"split": split, "model": model, "pairwise_accuracy": pairwise, "top1_score": top1,
+                "per_task": {key: {"pairwise_accuracy": p, "top1_score": t} for key, (p, t) in per_task.items()}}
+    rows = [row("configs/0", "ours", 0.9, 0.95, {"a": (0.9, 1.0), "b": (0.8, 0.9)}),
+            row("configs/0", "metaschedule", 0.8, 0.90, {"a": (0.7, 0.8), "b": (0.9, 1.0)}),
+            row("configs/1", "ours", 0.9, 0.80, {"a": (0.7, 0.6), "b": (0.9, 1.0)}),
+            row("configs/1", "metaschedule", 0.7, 0.85, {"a": (0.9, 0.7), "b": (0.5, 1.0)}),
+            row("configs/2", "ours", 0.9, 0.9, {"a": (0.9, 0.9)}),  # MetaSchedule did not score this one
+            row("tasks/0", "ours", 0.5, 0.5, {"a": (0.5, 0.5)}), row("tasks/0", "metaschedule", 0.6, 0.6, {})]
+    diff = costmodel_eval.paired(rows)
+    assert diff["splits"] == 2
+    assert diff["pairwise_accuracy"]["mean"] == pytest.approx(0.15) and diff["pairwise_accuracy"]["ours_not_worse"] == 2
+    assert diff["top1_score"]["mean"] == pytest.approx(0.0) and diff["top1_score"]["ours_not_worse"] == 1
+    assert costmodel_eval.paired(rows, "tasks")["top1_score"]["mean"] == pytest.approx(-0.1)
+    tasks = [costmodel_eval.TaskData("a", "task_a", 1.0, np.ones(8), np.zeros((8, 1)), []),
+             costmodel_eval.TaskData("b", "task_b", 1.0, np.ones(4), np.zeros((4, 1)), [])]
+    table = {entry["task"]: entry for entry in costmodel_eval.task_table(rows, tasks)}
+    assert table["task_a"]["records"] == 8
+    assert table["task_a"]["ours_top1_score"] == pytest.approx((1.0 + 0.6 + 0.9) / 3)  # held-out tasks left out
+    assert table["task_b"]["metaschedule_pairwise_accuracy"] == pytest.approx(0.7)
 
 
 def test_warm_start_snapshot_keeps_the_models_first_records_in_order(tmp_path, backend):
