@@ -171,11 +171,10 @@ def metrics(y_true, y_pred, groups) -> dict:
     return row
 
 
-def evaluate(tasks, backend, splits: int, task_folds: int | None = None) -> list[dict]:
+def evaluate(tasks, backend, splits: int, task_folds: int) -> list[dict]:
     """A row per split and model: sizes, seconds, the metrics and (``per_task``) each task's."""
     rows = []
-    folds = splits if task_folds is None else task_folds
-    for kind_splits in (config_splits(tasks, splits), task_splits(tasks, folds)):
+    for kind_splits in (config_splits(tasks, splits), task_splits(tasks, task_folds)):
         for index, (name, train, test) in enumerate(kind_splits):
             _, y_test, groups = _stack(tasks, test)
             for model_name in ("ours", "metaschedule"):
@@ -278,8 +277,8 @@ def main(argv=None) -> None:
     differences = {kind: paired(rows, kind) for kind in ("configs", "tasks")}
     for kind, diff in differences.items():
         print(f"{kind}: ours - MetaSchedule over {diff['splits']} splits: " + "; ".join(
-            f"{key} {d['mean']:+.3f} (sd {d['stdev']:.3f}, ours not worse in {d['ours_not_worse']})"
-            for key, d in ((k, diff[k]) for k in ("pairwise_accuracy", "top1_score"))))
+            f"{key} {diff[key]['mean']:+.3f} (sd {diff[key]['stdev']:.3f}, ours not worse in "
+            f"{diff[key]['ours_not_worse']})" for key in ("pairwise_accuracy", "top1_score")))
     if args.json:
         with open(args.json, "w") as stream:
             json.dump({"backend": backend.key, "records": total, "tasks": len(tasks), "rows": rows,
