@@ -12,7 +12,8 @@ One row per candidate, three parts (see ``feature_names()``):
   0.702 for the sum alone with an earlier model setting. Measurement noise bounds
   all of them: two measurements of the same candidates agreed on 0.79-0.90 of pairs;
 * ``loop.<name>``: loop-nest facts of the scheduled ``main`` that PerStoreFeature
-  lacks or only has per store (``tir_facts.LOOP_FACT_NAMES``);
+  lacks or only has per store (``tir_facts.LOOP_FACT_NAMES``), among them the work of
+  the innermost 1..8 loops around the heaviest store (feature version 2);
 * ``task.<name>``, only with ``task_func``: the size of the task's computation
   (``tir_facts.TASK_FACT_NAMES``), the same on every row of one task, so that
   rows of different tasks are comparable.
@@ -40,7 +41,7 @@ from tvm.s_tir import meta_schedule as ms
 from .errors import CostModelError
 from .tir_facts import LOOP_FACT_NAMES, TASK_FACT_NAMES, loop_facts, task_facts
 
-FEATURE_VERSION = 1  # bump whenever the layout or meaning of a column changes
+FEATURE_VERSION = 2  # bump whenever the layout or meaning of a column changes (2: loop.heaviest_store_inner_work_*)
 STORE_POOLS = ("heaviest", "sum", "max")
 
 _ARITH = ("float_mad", "float_add_sub", "float_mul", "float_div_mod", "float_cmp", "float_math_func",
