@@ -237,7 +237,7 @@ def task_table(rows: list[dict], tasks: list[TaskData], kind: str = "configs") -
         entry = {"task": task.name, "workload_key": task.workload_key, "records": len(task.costs_s)}
         for model_name in ("ours", "metaschedule"):
             scored = [r["per_task"][task.workload_key] for r in rows if r["split"].startswith(kind)
-                      and r["model"] == model_name and task.workload_key in r.get("per_task", {})]
+                      and r["model"] == model_name and task.workload_key in r["per_task"]]
             for key in ("pairwise_accuracy", "top1_score"):
                 entry[f"{model_name}_{key}"] = _mean(s[key] for s in scored)
         table.append(entry)
