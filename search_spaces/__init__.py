@@ -27,6 +27,7 @@ from .fallback import FallbackRule
 from .reduction import ReductionRule
 from .space import NotApplicable, SearchSpace
 from .tiled_reduction import TiledReductionRule
+from .tiling import VectorUnit
 
 __all__ = ["Config", "InvalidConfigError", "SearchSpace", "space_for", "RULES", "SPACE_VERSION"]
 
@@ -36,12 +37,23 @@ RULES = ("tiled_reduction", "reduction", "elementwise", "fallback")
 # schedule than before (a knob's meaning, a rule's structure, how weights are packed),
 # so that records measured under the old meaning are never applied to the new one.
 SPACE_VERSION = 2
-_RULE_CLASSES = (TiledReductionRule, ReductionRule, ElementwiseRule)
 
 
 def num_cores(target: tvm.target.Target) -> int:
     cores = target.attrs.get("num-cores") if target.attrs is not None else None
     return int(cores) if cores is not None else 1
+
+
+def vector_unit(target: tvm.target.Target) -> VectorUnit:
+    """The target CPU's vector registers, from the features LLVM enables for it."""
+    from tvm.target import codegen
+
+    features = {str(f) for f in codegen.llvm_get_cpu_features(target)}
+    if "avx512f" in features:
+        return VectorUnit(lanes=16, registers=32)
+    if "avx" in features:
+        return VectorUnit(lanes=8, registers=16)
+    return VectorUnit(lanes=4, registers=16)
 
 
 def space_for(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> SearchSpace:
@@ -51,9 +63,11 @@ def space_for(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> SearchSpace
         raise TypeError(f"space_for needs a tvm.tirx.PrimFunc, got {type(func).__name__}")
     info = analyze(func)
     cores = num_cores(target)
-    for rule_class in _RULE_CLASSES:
+    rules = (lambda: TiledReductionRule(func, info, cores, vector_unit(target)),
+             lambda: ReductionRule(func, info, cores), lambda: ElementwiseRule(func, info, cores))
+    for make_rule in rules:
         try:
-            rule = rule_class(func, info, cores)
+            rule = make_rule()
         except NotApplicable:
             continue
         space = SearchSpace(func, target, rule)

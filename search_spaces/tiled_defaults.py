@@ -9,8 +9,9 @@
   transposing write-back costs more); otherwise the contiguous axis anyway
   (depthwise conv, pooling, 1x1 convs with few input channels).
 * Register block: the vector tile (up to 64 lanes) times "rows" of axes along
-  which the vector operand is reused, about 16 zmm accumulators in all; the
-  widest vector among the blocks with the most accumulators, the others being
+  which the vector operand is reused, as many accumulator registers as the
+  target's vector unit gives (16 zmm with AVX-512, 12 ymm with AVX2); among the
+  blocks with the most accumulators, the one two registers wide, the others being
   "tied" configs that a search measures right after the default.
 * Parallel: S0 tiles give at least 8 iterations per core (fewer when a task
   would do less than 32K multiply-adds), taken first from sliding-window axes
@@ -26,7 +27,6 @@ import math
 from .analysis import Axis
 from .tiling import LANES, largest_divisor, smallest_divisor_at_least, vector_lanes
 
-ACCUMULATOR_REGISTERS = 16
 CHUNKS_PER_CORE = 8
 MIN_MACS_PER_TASK = 1 << 15  # a parallel task costs about a microsecond to launch
 REDUCE_CHUNK = 256
@@ -34,7 +34,7 @@ MIN_REDUCE_FOR_TRANSPOSE = 64  # multiply-adds per output that pay for a blocked
 
 
 def full_lanes(axis: Axis) -> bool:
-    return vector_lanes(axis.extent) >= LANES
+    return vector_lanes(axis.extent) >= LANES  # a 512-bit register's worth, whatever the target
 
 
 def users_of(reads, name: str) -> list:
@@ -108,30 +108,37 @@ def _parallel_split(rule, rest: dict) -> dict:
 
 
 def _register_blocks(rule, vector: Axis | None) -> list:
-    """S3 tiles: vector lanes times register rows, about 16 accumulators. Narrower
+    """S3 tiles: vector lanes times register rows, ``rule.unit.accumulators`` registers. Narrower
     vectors are tried when rows do not fit (7x7 maps: 32 lanes x 7 rows beats
-    64 lanes x 1 row); the blocks with the most accumulators, widest vector first.
-    The count of accumulators cannot tell the tied blocks apart (a 1024^3 matmul:
-    8 x 32 runs 11 % faster than 4 x 64, 16 x 16 2x slower; a 3x3 conv: all equal),
-    so the widest is the default and the others are measured next to it."""
+    64 lanes x 1 row); the blocks with the most accumulators, the one two registers wide
+    first, then widest vector first. The count of accumulators cannot tell the tied blocks
+    apart, so the others are measured next to the default. Measured (a 1024^3 matmul with
+    AVX-512: 8 x 32 runs 11 % faster than 4 x 64, 16 x 16 2x slower; a 3x3 conv: all equal;
+    with AVX2, cold: matmul 4 x 16 40 ms, 8 x 8 48, 2 x 32 and 1 x 64 62; conv 8 x 8 1.62 ms,
+    4 x 16 1.73, 2 x 32 2.04, 1 x 64 4.90)."""
     rows_axes = _row_axes(rule, vector)
     widths = [vector_lanes(vector.extent)] if vector is not None else [1]
-    while widths[-1] > LANES and widths[-1] % 2 == 0:
+    unit = rule.unit
+    while widths[-1] > unit.lanes and widths[-1] % 2 == 0:
         widths.append(widths[-1] // 2)
     scored = []
     for lanes in widths:
         inner = {a.name: 1 for a in rule.spatial}
         if vector is not None:
             inner[vector.name] = lanes
-        regs = math.ceil(lanes / LANES)
-        budget = max(1, ACCUMULATOR_REGISTERS // regs)
+        regs = math.ceil(lanes / unit.lanes)
+        budget = max(1, unit.accumulators // regs)
         for axis in rows_axes:
             inner[axis.name] = largest_divisor(axis.extent, budget)
             budget //= inner[axis.name]
         accumulators = regs * math.prod(v for k, v in inner.items() if vector is None or k != vector.name)
         scored.append((accumulators, inner))
     most = max(accumulators for accumulators, _ in scored)
-    return [inner for accumulators, inner in scored if accumulators == most]
+    tied = [inner for accumulators, inner in scored if accumulators == most]
+    # the default: a vector two registers wide, as BLAS micro-kernels have it (6x16 with AVX2, 14x32
+    # with AVX-512); widest first among the others
+    two = [inner for inner in tied if vector is not None and inner[vector.name] == 2 * unit.lanes]
+    return two + [inner for inner in tied if not any(inner is other for other in two)]
 
 
 def default_tiles(rule, vector: Axis | None, inner: dict) -> dict:

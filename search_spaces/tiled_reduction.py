@@ -39,7 +39,7 @@ from .elementwise import default_tile, parallel_vectorize
 from .layout import pack_accumulator, pack_inputs, packable_inputs
 from .space import NotApplicable, Rule
 from .tiled_defaults import default_values, tied_values
-from .tiling import MAX_LANES, perfect_tilings
+from .tiling import AVX512, MAX_LANES, VectorUnit, perfect_tilings
 
 SPATIAL_LEVELS, REDUCE_LEVELS = 4, 2
 ORDERS = ("SSRSRS", "SRSSRS")
@@ -68,10 +68,11 @@ def find_anchor(info: FuncInfo):
 class TiledReductionRule(Rule):
     name = "tiled_reduction"
 
-    def __init__(self, func, info: FuncInfo, num_cores: int):
+    def __init__(self, func, info: FuncInfo, num_cores: int, unit: VectorUnit = AVX512):
         self.info = info
         self.anchor = find_anchor(info)
         self.num_cores = max(1, num_cores)
+        self.unit = unit  # sizes the default register blocks
         self.spatial = [a for a in self.anchor.axes if a.kind == SPATIAL]
         self.reduce = [a for a in self.anchor.axes if a.kind == REDUCE]
         self.pad_block = self._padding_producer()

@@ -3,12 +3,30 @@ neighbour moves."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
 LANES = 16  # fp32 lanes of one 512-bit register
 MAX_LANES = 64  # widest vector (and largest innermost tile) the spaces offer
+
+
+@dataclass(frozen=True)
+class VectorUnit:
+    """The CPU's vector registers, as the heuristic defaults size register blocks by them."""
+
+    lanes: int = LANES  # fp32 lanes of one register
+    registers: int = 32
+
+    @property
+    def accumulators(self) -> int:
+        """Registers a register block may hold: 16 of AVX-512's 32; of AVX2's 16, 12 (the rest hold the
+        broadcast and the loaded vectors; 16 accumulators of 8 lanes spill)."""
+        return min(16, self.registers - 4)
+
+
+AVX512 = VectorUnit(16, 32)
 
 
 @lru_cache(maxsize=None)

@@ -22,9 +22,14 @@ import search_spaces as ss
 from benchmarks import models as bm
 from search_spaces import Config, InvalidConfigError
 from search_spaces.space import SearchSpace
+from search_spaces.tiling import VectorUnit
+from tuner.backend import resolve_backend
 from tuner.tasks import fuse
 
-TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "znver4", "num-cores": 2})
+# this machine (the tests run what they compile); the register-block tests name their targets
+TARGET = resolve_backend("host").tvm_target()
+AVX512 = tvm.target.Target({"kind": "llvm", "mcpu": "znver4", "num-cores": 2})
+AVX2 = tvm.target.Target({"kind": "llvm", "mcpu": "znver3", "num-cores": 2})
 
 
 # ----- models and tasks ------------------------------------------------------------------
@@ -237,12 +242,13 @@ def test_default_configs_compute_the_same(model_name):
 
 def test_default_configs_add_the_tied_register_blocks():
     (name, func), = tasks("matmul_64")
-    space = ss.space_for(func, TARGET)
+    space = ss.space_for(func, AVX512)
     configs = space.default_configs()
     assert configs[0] == space.default_config()
     blocks = [(c.get("tile_i0")[-1], c.get("tile_i1")[-1]) for c in configs]
-    assert blocks == [(4, 64), (8, 32), (16, 16)]  # 16 zmm accumulators each, widest vector first
-    assert [space.family(c) for c in configs] == [("i1", 4, 64), ("i1", 8, 32), ("i1", 16, 16)]
+    # 16 zmm accumulators each: two registers wide first, then widest vector first
+    assert blocks == [(8, 32), (4, 64), (16, 16)]
+    assert [space.family(c) for c in configs] == [("i1", 8, 32), ("i1", 4, 64), ("i1", 16, 16)]
     for config in configs:
         space.validate(config)
         changed = {k for k, v in config.knobs if configs[0].get(k) != v}
@@ -251,6 +257,18 @@ def test_default_configs_add_the_tied_register_blocks():
     elementwise = ss.space_for(task_by_rule("transformer", "elementwise")[0][1], TARGET)
     assert elementwise.default_configs() == [elementwise.default_config()]
     assert elementwise.family(elementwise.default_config()) == ()
+
+
+def test_register_blocks_are_sized_by_the_targets_vector_registers():
+    (name, func), = tasks("matmul_64")
+    assert ss.vector_unit(AVX512) == VectorUnit(lanes=16, registers=32)
+    assert ss.vector_unit(AVX2) == VectorUnit(lanes=8, registers=16)
+    space = ss.space_for(func, AVX2)
+    blocks = [(c.get("tile_i0")[-1], c.get("tile_i1")[-1]) for c in space.default_configs()]
+    # 8 ymm accumulators each (12 allowed, but the rows must divide 64), two registers wide first
+    assert blocks == [(4, 16), (1, 64), (2, 32), (8, 8)]
+    for config in space.default_configs():
+        assert_matches(func, space.apply(config).mod)
 
 
 def test_sample_family_draws_the_rest_of_a_config_afresh():

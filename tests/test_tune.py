@@ -89,8 +89,8 @@ def test_the_default_and_its_tied_configs_are_measured_first(search, backend, ca
     tune(model, backend, cache, TuneSettings(trials=8, batch_size=8, search=search), measurer=fake, progress=False)
     (task,) = tuner.partition(model, backend).tasks
     expected = [c.to_json() for c in search_spaces.space_for(task.func, backend.tvm_target()).default_configs()]
-    assert len(expected) == 3
-    assert [config for _, config in fake.measured[:3]] == expected
+    assert len(expected) >= 3  # how many blocks tie depends on the vector registers (3 with AVX-512, 4 AVX2)
+    assert [config for _, config in fake.measured[:len(expected)]] == expected
 
 
 def test_every_task_gets_a_record_and_build_uses_them(model, backend, cache):
