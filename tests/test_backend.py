@@ -41,6 +41,20 @@ def test_key_changes_with_the_meaning_of_configs(backend):
     assert older.key != backend.key and Backend.from_json(older.to_json()) == older
 
 
+def test_key_changes_with_how_costs_are_timed(backend):
+    from tuner.backend import DEFAULT_TIMING, TIMINGS
+
+    assert backend.timing == DEFAULT_TIMING and set(TIMINGS) == {"cold", "hot"}
+    hot, cold = resolve_backend(timing="hot"), resolve_backend(timing="cold")
+    assert hot.key != cold.key and Backend.from_json(cold.to_json()) == cold
+    # a description stored before timing was a choice has none: its records are hot, under the same key
+    old = {key: value for key, value in cold.describe().items() if key != "timing"}
+    assert "timing" not in hot.describe() and old == hot.describe()
+    assert Backend.from_json(json.dumps(old)).key == hot.key
+    with pytest.raises(tuner.TargetError, match="timing 'warm' is not one of cold, hot"):
+        resolve_backend(timing="warm")
+
+
 @pytest.mark.parametrize("spec, fragment", [
     ("llvm -mcpu=znver4", "JSON dict"),
     ("{not json", "not valid JSON"),

@@ -145,3 +145,24 @@ def test_interleaved_timing_alternates_and_pauses_before_each_batch():
     assert [name for name, _ in calls] == ["a", "b"] * 3
     gaps = [later - earlier for (_, earlier), (_, later) in zip(calls, calls[1:])]
     assert min(gaps) >= 0.05
+
+
+@pytest.mark.slow
+def test_build_says_when_the_cache_holds_records_timed_the_other_way(tmp_path):
+    import search_spaces
+
+    proto = gemm_model(batch=4, in_features=64, out_features=48)
+    path, db = tmp_path / "gemm.onnx", tmp_path / "cache.sqlite"
+    onnx.save(proto, str(path))
+    hot = tuner.resolve_backend(timing="hot")
+    (task,) = tuner.partition(tuner.load(proto), hot).tasks
+    config = search_spaces.space_for(task.func, hot.tvm_target()).default_config()
+    with tuner.Cache(db) as cache:  # as a cache tuned before cold timing was the default
+        cache.add(Record(hot.key, task.workload_key, task.name, config.to_json(), MeasureResult((1e-6,))))
+    cold = run_cli("build", path, "--cache", db, "--timing", "cold", "-o", tmp_path / "cold.so")
+    assert cold.returncode == 0, cold.stderr
+    assert "0/1 tasks had a tuning record" in cold.stdout
+    assert "holds 1 records of this machine timed hot: pass --timing hot" in cold.stdout
+    warm = run_cli("build", path, "--cache", db, "--timing", "hot", "-o", tmp_path / "hot.so")
+    assert warm.returncode == 0, warm.stderr
+    assert "1/1 tasks had a tuning record" in warm.stdout and "--timing" not in warm.stdout

@@ -199,22 +199,25 @@ def test_cli_build_timeout_reaches_the_measurer(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_confirm_runs_reaches_the_measurer(tmp_path):
+def test_cli_confirm_runs_and_timing_reach_the_measurer(tmp_path):
     path = tmp_path / "mlp.onnx"
     onnx.save(mlp_model(batch=2, sizes=(32, 48)), str(path))
-    repeat = tuner.MeasureSettings.repeat
+    settings = tuner.MeasureSettings
     base = ["tune", path, "--trials", "3", "--quiet"]
     rejected = run_cli(*base, "--cache", tmp_path / "rejected.sqlite", "--confirm-runs", "-1", timeout=300)
     assert rejected.returncode == 2 and rejected.stderr.startswith("tuner: error: confirm_runs")
-    costs = {}
-    for runs in ("0", "2"):
+    costs, keys = {}, {}
+    for runs, timing in (("0", "hot"), ("2", "cold")):
         db = tmp_path / f"confirm{runs}.sqlite"
-        tuned = run_cli(*base, "--cache", db, "--confirm-runs", runs, timeout=300)
+        tuned = run_cli(*base, "--cache", db, "--confirm-runs", runs, "--timing", timing, timeout=300)
         assert tuned.returncode == 0, tuned.stderr
         with tuner.Cache(db) as cache:
             costs[runs] = [len(r.result.costs_s) for r in cache.records() if r.result.ok]
-    assert costs["0"] and set(costs["0"]) == {repeat}
-    assert costs["2"][0] == 3 * repeat  # the task's first timing is its best so far: run twice more
+            keys[timing] = {r.backend_key for r in cache.records()}
+    assert costs["0"] and set(costs["0"]) == {settings.repeat}  # hot: repeats of at least min_repeat_ms
+    # cold: single flushed runs; the task's first timing is its best so far: run twice more
+    assert costs["2"][0] == 3 * settings.flushed_runs
+    assert keys == {timing: {tuner.resolve_backend(timing=timing).key} for timing in ("hot", "cold")}
 
 
 class SlowFakeMeasurer(FakeMeasurer):

@@ -2,8 +2,9 @@
 
 A record measured on one backend is never applied on another, so the key holds
 everything that changes what the fastest code is: the TVM target, the CPU model,
-the ISA features the code generator uses, the core count, the TVM version, and the
-version of our search spaces (what a stored config means).
+the ISA features the code generator uses, the core count, the TVM version, the
+version of our search spaces (what a stored config means), and how candidates are
+timed (what a stored cost means: see ``TIMINGS``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ _CPUINFO_NAMES = {"sse4.2": "sse4_2", "avx512bf16": "avx512_bf16", "avx512vnni":
                   "avx512fp16": "avx512_fp16", "amx-tile": "amx_tile", "amx-int8": "amx_int8",
                   "amx-bf16": "amx_bf16"}
 
+# How candidates are timed. "hot": a run repeats on the same buffers, which stay in the CPU caches.
+# "cold": the caches of every argument but the first (the input, which in a model the previous layer
+# has just written) are flushed before each timed run, so that the weights come from memory as they
+# do in the model. Hot times mispredict in-model times for tasks whose weights pass the caches
+# (ResNet-18's 256- and 512-channel convs, 2.4-9.4 MB of weights: hot 0.45 ms, cold 0.65, in the
+# model 0.62), and can rank configs in the wrong order there.
+TIMINGS = ("cold", "hot")
+DEFAULT_TIMING = "cold"
+
 
 @dataclass(frozen=True)
 class Backend:
@@ -40,10 +50,16 @@ class Backend:
     num_cores: int
     tvm_version: str
     space_version: int = 0
+    timing: str = "hot"  # a description without it is from before cold timing: its records are hot
+
+    def __post_init__(self):
+        if self.timing not in TIMINGS:
+            raise TargetError(f"timing {self.timing!r} is not one of {', '.join(TIMINGS)}")
 
     def describe(self) -> dict:
-        """The plain-JSON description that the key is computed from."""
-        return {
+        """The plain-JSON description that the key is computed from. Hot timing is left out, so that
+        keys from before the choice existed (all hot) stay the same."""
+        description = {
             "target": self.target,
             "device": self.device,
             "features": list(self.features),
@@ -51,6 +67,9 @@ class Backend:
             "tvm_version": self.tvm_version,
             "space_version": self.space_version,
         }
+        if self.timing != "hot":
+            description["timing"] = self.timing
+        return description
 
     def to_json(self) -> str:
         return json.dumps(self.describe(), sort_keys=True, separators=(",", ":"))
@@ -60,7 +79,7 @@ class Backend:
         data = json.loads(text)
         return cls(target=data["target"], device=data["device"], features=tuple(data["features"]),
                    num_cores=int(data["num_cores"]), tvm_version=data["tvm_version"],
-                   space_version=int(data.get("space_version", 0)))
+                   space_version=int(data.get("space_version", 0)), timing=data.get("timing", "hot"))
 
     @property
     def key(self) -> str:
@@ -75,7 +94,7 @@ class Backend:
         return tvm.target.Target(self.target)
 
     def __str__(self) -> str:
-        return f"{self.key} ({self.device}, {self.num_cores} cores)"
+        return f"{self.key} ({self.device}, {self.num_cores} cores, {self.timing} timing)"
 
 
 def host_cpu_model() -> str:
@@ -165,12 +184,14 @@ def _json_default(value):
     return str(value)
 
 
-def resolve_backend(spec="host", device: str | None = None) -> Backend:
+def resolve_backend(spec="host", device: str | None = None, timing: str = DEFAULT_TIMING) -> Backend:
     """A Backend from ``'host'`` (detect this machine), a target dict, or its JSON text.
 
     ``device`` names the CPU the code runs on; it defaults to this machine's CPU,
-    which is right for local measurement.
+    which is right for local measurement. ``timing``: one of ``TIMINGS``.
     """
+    if timing not in TIMINGS:
+        raise TargetError(f"timing {timing!r} is not one of {', '.join(TIMINGS)}")
     import tvm
     from tvm.target import codegen
 
@@ -198,4 +219,5 @@ def resolve_backend(spec="host", device: str | None = None) -> Backend:
         num_cores=int(target_dict["num-cores"]),
         tvm_version=tvm.__version__,
         space_version=search_spaces.SPACE_VERSION,
+        timing=timing,
     )

@@ -7,6 +7,7 @@ import json
 import sys
 from contextlib import contextmanager
 
+from .backend import DEFAULT_TIMING, TIMINGS
 from .errors import TunerError
 from .measure import LocalMeasurer, MeasureSettings
 from .progress import format_seconds
@@ -22,6 +23,10 @@ def _add_model_args(parser) -> None:
                         help="shape of an input whose dimensions the model leaves open (repeatable)")
     parser.add_argument("--target", default="host",
                         help="'host' (detect this CPU, the default) or a TVM target JSON dict")
+    parser.add_argument("--timing", default=DEFAULT_TIMING, choices=TIMINGS,
+                        help="how candidates are timed, and so which records apply: 'cold' flushes the CPU caches "
+                             "of the weights before each run, as in the model; 'hot' reruns on warm caches "
+                             f"(caches tuned before this option existed are hot; default {DEFAULT_TIMING})")
 
 
 def _add_cache_arg(parser) -> None:
@@ -98,7 +103,7 @@ def _load_model(args):
 def _backend(args):
     from .backend import resolve_backend
 
-    return resolve_backend(args.target)
+    return resolve_backend(args.target, timing=args.timing)
 
 
 @contextmanager
@@ -165,9 +170,12 @@ def _cmd_build(args) -> None:
     model, backend = _load_model(args), _backend(args)
     with _open_cache(args.cache) as cache:
         built = build(model, backend, cache)
+        hint = _other_timing_hint(cache, backend, built.coverage.tasks - built.coverage.tasks_tuned)
     path = built.export(args.output)
     print(f"built {model.name} for {backend.key} -> {path}")
     print(built.coverage.line())
+    if hint:
+        print(hint)
 
 
 def _cmd_bench(args) -> None:
@@ -178,10 +186,28 @@ def _cmd_bench(args) -> None:
     model, backend = _load_model(args), _backend(args)
     with _open_cache(args.cache) as cache:
         report = bench(model, backend, cache, repeat=args.repeat, profile=args.profile)
+        hint = _other_timing_hint(cache, backend, report.tasks - report.tasks_tuned)
     print(report.table())
+    if hint:
+        print(hint)
     if args.json:
         with open(args.json, "w") as stream:
             json.dump(report.to_json(), stream, indent=2)
+
+
+def _other_timing_hint(cache, backend, untuned: int) -> str | None:
+    """A line for a build with untuned tasks from a cache that holds records of this machine timed the
+    other way (a cache tuned before cold timing was the default holds hot ones)."""
+    import dataclasses
+
+    if not untuned:
+        return None
+    for timing in TIMINGS:
+        other = dataclasses.replace(backend, timing=timing)
+        if timing != backend.timing and cache.count(other.key):
+            return (f"the cache also holds {cache.count(other.key)} records of this machine timed {timing}: "
+                    f"pass --timing {timing} to build from them")
+    return None
 
 
 def _cmd_cache(args) -> None:

@@ -138,8 +138,9 @@ def run_candidate(path: str, io_dir: str, num_args: int, num_outputs: int, check
             mismatch = _check_outputs(tensors, io_dir, num_outputs, settings["rtol"], settings["atol"])
             if mismatch:
                 return {"status": "wrong_result", "message": mismatch}
+        flush = "cache_flush_cpu_non_first_arg" if settings["cache_flush"] else ""
         timer = module.time_evaluator("main", device, number=1, repeat=int(settings["repeat"]),
-                                      min_repeat_ms=int(settings["min_repeat_ms"]))
+                                      min_repeat_ms=int(settings["min_repeat_ms"]), f_preproc=flush)
         costs = [float(c) for c in timer(*tensors).results]
     except (RuntimeError, ValueError) as err:  # how TVM reports runtime failures; other errors are bugs
         return {"status": "run", "message": _first_line(err)}
