@@ -70,7 +70,7 @@ def test_errors_are_recorded_and_measuring_goes_on(task, backend, space):
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     configs = [_config(space, inject="crash"), _config(space, inject="hang"), _config(space, inject="wrong"),
                _config(space)]
-    settings = MeasureSettings(run_timeout_s=5, repeat=2, min_repeat_ms=1, flushed_runs=2)
+    settings = MeasureSettings(run_timeout_s=5, repeat=2, min_repeat_ms=1, max_flushed_runs=2)
     with LocalMeasurer(backend, settings, build_fn=inject_build) as measurer:
         crash, hang, wrong, good = measurer.measure(task, configs)
         again = measurer.measure(task, [_config(space)])[0]
@@ -147,14 +147,22 @@ def test_the_reference_is_not_held_to_the_build_time_limit(task, backend, space)
     assert result.error_kind == "timeout"
 
 
-def test_cold_timing_times_flushed_runs_and_hot_timing_repeats(task, space):
-    settings = MeasureSettings(repeat=2, min_repeat_ms=1, confirm_runs=0, flushed_runs=7)
-    results = {}
-    for timing in ("hot", "cold"):
-        with LocalMeasurer(tuner.resolve_backend(timing=timing), settings) as measurer:
-            (results[timing],) = measurer.measure(task, [_config(space)])
-    assert results["hot"].ok and len(results["hot"].costs_s) == 2
-    assert results["cold"].ok and len(results["cold"].costs_s) == 7
+def test_cold_timing_runs_as_often_as_fill_the_budget_within_bounds_and_hot_timing_repeats(task, space):
+    hot, cold = tuner.resolve_backend(timing="hot"), tuner.resolve_backend(timing="cold")
+    runs = {
+        "hot": (hot, MeasureSettings(repeat=2, min_repeat_ms=1, confirm_runs=0)),
+        # this kernel takes microseconds: 2 x 1 ms holds hundreds of runs, so the cap decides
+        "cold, capped": (cold, MeasureSettings(repeat=2, min_repeat_ms=1, max_flushed_runs=7, confirm_runs=0)),
+        # no budget: the floor of ``repeat`` runs decides
+        "cold, floor": (cold, MeasureSettings(repeat=3, min_repeat_ms=0, max_flushed_runs=7, confirm_runs=0)),
+    }
+    counts = {}
+    for name, (backend, settings) in runs.items():
+        with LocalMeasurer(backend, settings) as measurer:
+            (result,) = measurer.measure(task, [_config(space)])
+        assert result.ok, result.error_msg
+        counts[name] = len(result.costs_s)
+    assert counts == {"hot": 2, "cold, capped": 7, "cold, floor": 3}
 
 
 def test_bad_measure_settings_are_rejected():
@@ -166,8 +174,8 @@ def test_bad_measure_settings_are_rejected():
         MeasureSettings(repeat=0)
     with pytest.raises(tuner.TunerError, match="confirm_runs"):
         MeasureSettings(confirm_runs=-1)
-    with pytest.raises(tuner.TunerError, match="flushed_runs"):
-        MeasureSettings(flushed_runs=0)
+    with pytest.raises(tuner.TunerError, match="max_flushed_runs"):
+        MeasureSettings(max_flushed_runs=0)
 
 
 def test_invalid_config_is_an_error_not_a_crash(task, backend):

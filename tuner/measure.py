@@ -51,8 +51,9 @@ class MeasureSettings:
     confirm_runs: int = 2
     confirm_within: float = 0.03
     # With the backend's cold timing (``backend.TIMINGS``), each repeat is one run after a cache flush:
-    # ``flushed_runs`` of them, in place of ``repeat`` repeats of at least ``min_repeat_ms``.
-    flushed_runs: int = 20
+    # as many as fill ``repeat`` x ``min_repeat_ms``, at least ``repeat`` and at most ``max_flushed_runs``
+    # (a 2 ms conv: 20 runs; a 40 ms matmul: 5, where a fixed 20 took 4x the hot timing's time).
+    max_flushed_runs: int = 20
 
     def __post_init__(self):
         if min(self.build_timeout_s, self.run_timeout_s, self.reference_timeout_s) <= 0:
@@ -61,8 +62,8 @@ class MeasureSettings:
         if self.repeat < 1 or self.min_repeat_ms < 0:
             raise TunerError(f"repeat must be at least 1 and min_repeat_ms at least 0, got {self.repeat} "
                              f"and {self.min_repeat_ms}")
-        if self.flushed_runs < 1:
-            raise TunerError(f"flushed_runs must be at least 1, got {self.flushed_runs}")
+        if self.max_flushed_runs < 1:
+            raise TunerError(f"max_flushed_runs must be at least 1, got {self.max_flushed_runs}")
         if self.confirm_runs < 0 or self.confirm_within < 0:
             raise TunerError(f"confirm_runs and confirm_within must be zero or more, got {self.confirm_runs} "
                              f"and {self.confirm_within}")
@@ -167,10 +168,9 @@ class LocalMeasurer:
         return outcomes
 
     def _run(self, built: dict, io: _TaskIO, check: bool) -> MeasureResult:
-        flush = self.backend.timing == "cold"
-        settings = {"num_threads": self.backend.num_cores, "cache_flush": flush,
-                    "repeat": self.settings.flushed_runs if flush else self.settings.repeat,
-                    "min_repeat_ms": 0 if flush else self.settings.min_repeat_ms, "rtol": self.settings.rtol,
+        settings = {"num_threads": self.backend.num_cores, "cache_flush": self.backend.timing == "cold",
+                    "repeat": self.settings.repeat, "min_repeat_ms": self.settings.min_repeat_ms,
+                    "max_runs": self.settings.max_flushed_runs, "rtol": self.settings.rtol,
                     "atol": self.settings.atol}
         future = self._runner.submit(run_candidate, built["path"], io.io_dir, io.num_args, io.num_outputs, check,
                                      settings, built.get("prepack"))

@@ -118,6 +118,22 @@ def _prepacked(module, tensors: list, prepack: dict | None, device) -> list:
     return tensors
 
 
+def _flushed_costs(module, device, tensors, settings: dict) -> list[float]:
+    """Seconds of single runs, each after flushing the caches of every argument but the first: as many
+    as fill ``repeat`` x ``min_repeat_ms`` (one untimed-for-the-record run estimates a run's time),
+    at least ``repeat`` and at most ``max_runs``."""
+    import math
+
+    def timer(runs):
+        return module.time_evaluator("main", device, number=1, repeat=runs, min_repeat_ms=0,
+                                     f_preproc="cache_flush_cpu_non_first_arg")
+
+    estimate = float(timer(1)(*tensors).results[0])
+    budget_s = int(settings["repeat"]) * int(settings["min_repeat_ms"]) / 1e3
+    runs = min(int(settings["max_runs"]), max(int(settings["repeat"]), math.ceil(budget_s / max(estimate, 1e-9))))
+    return [float(c) for c in timer(runs)(*tensors).results]
+
+
 def run_candidate(path: str, io_dir: str, num_args: int, num_outputs: int, check: bool, settings: dict,
                   prepack: dict | None = None) -> dict:
     """Load a built candidate, optionally check its outputs, then time it. Returns costs or an error."""
@@ -138,10 +154,9 @@ def run_candidate(path: str, io_dir: str, num_args: int, num_outputs: int, check
             mismatch = _check_outputs(tensors, io_dir, num_outputs, settings["rtol"], settings["atol"])
             if mismatch:
                 return {"status": "wrong_result", "message": mismatch}
-        flush = "cache_flush_cpu_non_first_arg" if settings["cache_flush"] else ""
-        timer = module.time_evaluator("main", device, number=1, repeat=int(settings["repeat"]),
-                                      min_repeat_ms=int(settings["min_repeat_ms"]), f_preproc=flush)
-        costs = [float(c) for c in timer(*tensors).results]
+        costs = _flushed_costs(module, device, tensors, settings) if settings["cache_flush"] else [
+            float(c) for c in module.time_evaluator("main", device, number=1, repeat=int(settings["repeat"]),
+                                                    min_repeat_ms=int(settings["min_repeat_ms"]))(*tensors).results]
     except (RuntimeError, ValueError) as err:  # how TVM reports runtime failures; other errors are bugs
         return {"status": "run", "message": _first_line(err)}
     return {"status": RESULT_OK, "costs_s": costs}
