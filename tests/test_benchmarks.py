@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tuner
-from benchmarks import alternate, costmodel_eval, search_compare, warm_start
+from benchmarks import alternate, compare_caches, costmodel_eval, search_compare, warm_start
 from benchmarks.models import small_cnn_model
 from test_tune import KnobFakeMeasurer
 from tuner.records import MeasureResult, Record
@@ -151,3 +151,26 @@ def test_warm_start_snapshot_keeps_the_models_first_records_in_order(tmp_path, b
     with tuner.Cache(path) as snapshot:
         kept = [(r.workload_key, r.result.mean_s) for r in snapshot.records(backend.key)]
     assert kept == [("b", 1e-3), ("a", 2e-3), ("b", 3e-3)]
+
+
+def test_compare_caches_builds_each_cache_with_its_timing_and_lines_up_recorded_and_in_model_times(tmp_path):
+    import search_spaces
+
+    assert compare_caches.parse_cache("a/b.sqlite:hot") == ("a/b.sqlite", "hot")
+    assert compare_caches.parse_cache("c:d.sqlite") == ("c:d.sqlite", tuner.backend.DEFAULT_TIMING)
+    model = tuner.load(small_cnn_model())
+    hot = tuner.resolve_backend(timing="hot")
+    task = tuner.partition(model, hot).tasks[0]
+    config = search_spaces.space_for(task.func, hot.tvm_target()).default_config()
+    with tuner.Cache(tmp_path / "hot.sqlite") as cache:
+        cache.add(Record(hot.key, task.workload_key, task.name, config.to_json(), MeasureResult((2e-3,))))
+    caches = [(str(tmp_path / "hot.sqlite"), "hot"), (str(tmp_path / "hot.sqlite"), "cold")]
+    result = compare_caches.compare(model, caches, rounds=2, min_repeat_s=0.01)
+    names = [f"{path}:{timing}" for path, timing in caches]
+    assert list(result["median_ms"]) == names + ["onnxruntime"]
+    assert all(len(result["rounds_ms"][name]) == 2 and result["median_ms"][name] > 0 for name in result["median_ms"])
+    hot_rows = {row["task"]: row for row in result["tasks"][names[0]]}
+    assert hot_rows[task.name]["recorded_ms"] == pytest.approx(2.0) and hot_rows[task.name]["in_model_ms"] > 0
+    assert [row for row in hot_rows.values() if row["recorded_ms"] is not None] == [hot_rows[task.name]]
+    # the same file read with cold timing has no record of this machine: defaults everywhere
+    assert all(row["recorded_ms"] is None for row in result["tasks"][names[1]])
