@@ -138,7 +138,7 @@ def _register_blocks(rule, vector: Axis | None) -> list:
     # the default: a vector two registers wide, as BLAS micro-kernels have it (6x16 with AVX2, 14x32
     # with AVX-512); widest first among the others
     two = [inner for inner in tied if vector is not None and inner[vector.name] == 2 * unit.lanes]
-    return two + [inner for inner in tied if not any(inner is other for other in two)]
+    return two + [inner for inner in tied if inner not in two]
 
 
 def default_tiles(rule, vector: Axis | None, inner: dict) -> dict:

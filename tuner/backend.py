@@ -190,8 +190,6 @@ def resolve_backend(spec="host", device: str | None = None, timing: str = DEFAUL
     ``device`` names the CPU the code runs on; it defaults to this machine's CPU,
     which is right for local measurement. ``timing``: one of ``TIMINGS``.
     """
-    if timing not in TIMINGS:
-        raise TargetError(f"timing {timing!r} is not one of {', '.join(TIMINGS)}")
     import tvm
     from tvm.target import codegen
 
