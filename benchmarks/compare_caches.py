@@ -38,23 +38,19 @@ def compare(model, caches: list[tuple[str, str]], rounds: int, target="host", mi
         backend = tuner.resolve_backend(target, timing=timing)
         with tuner.Cache(path) as cache:
             built = tuner.build(model, backend, cache)
-            best = {task.name: cache.best(backend.key, task.workload_key)
-                    for task in tuner.partition(model, backend).tasks}
         name = f"{path}:{timing}"
-        builds[name] = (built, best)
+        builds[name] = built
         timers[name] = model_batch_timer(built.runner(), arrays, min_repeat_s)
-    session = onnxruntime_session(model, builds[next(iter(builds))][0].backend.num_cores)
+    session = onnxruntime_session(model, backend.num_cores)
     timers["onnxruntime"] = batch_timer(lambda: session.run(None, feeds), min_repeat_s)
     times = interleaved_s(timers, rounds)
     tasks = {}
-    for name, (built, best) in builds.items():
-        rows = []
-        for row in profile(built, arrays):
-            record = best.get(row.task_name)
-            rows.append({"task": row.task_name, "calls": row.calls_per_run,
-                         "recorded_ms": record.result.mean_s * 1e3 if record is not None and record.result.ok else None,
-                         "in_model_ms": row.ms_per_run / max(row.calls_per_run, 1)})
-        tasks[name] = rows
+    for name, built in builds.items():
+        recorded_s = {schedule.task_name: schedule.cached_cost_s for schedule in built.schedules}
+        tasks[name] = [{"task": row.task_name, "calls": row.calls_per_run,
+                        "recorded_ms": recorded_s[row.task_name] * 1e3 if recorded_s.get(row.task_name) else None,
+                        "in_model_ms": row.ms_per_run / max(row.calls_per_run, 1)}
+                       for row in profile(built, arrays)]
     return {"median_ms": {name: statistics.median(t) * 1e3 for name, t in times.items()},
             "rounds_ms": {name: [s * 1e3 for s in t] for name, t in times.items()}, "tasks": tasks}
 

@@ -203,9 +203,9 @@ def _other_timing_hint(cache, backend, untuned: int) -> str | None:
     if not untuned:
         return None
     for timing in TIMINGS:
-        other = dataclasses.replace(backend, timing=timing)
-        if timing != backend.timing and cache.count(other.key):
-            return (f"the cache also holds {cache.count(other.key)} records of this machine timed {timing}: "
+        count = cache.count(dataclasses.replace(backend, timing=timing).key) if timing != backend.timing else 0
+        if count:
+            return (f"the cache also holds {count} records of this machine timed {timing}: "
                     f"pass --timing {timing} to build from them")
     return None
 

@@ -118,6 +118,13 @@ def _prepacked(module, tensors: list, prepack: dict | None, device) -> list:
     return tensors
 
 
+def _repeated_costs(module, device, tensors, settings: dict) -> list[float]:
+    """Seconds per run of ``repeat`` repeats of at least ``min_repeat_ms`` each, on warm caches."""
+    timer = module.time_evaluator("main", device, number=1, repeat=int(settings["repeat"]),
+                                  min_repeat_ms=int(settings["min_repeat_ms"]))
+    return [float(c) for c in timer(*tensors).results]
+
+
 def _flushed_costs(module, device, tensors, settings: dict) -> list[float]:
     """Seconds of single runs, each after flushing the caches of every argument but the first: as many
     as fill ``repeat`` x ``min_repeat_ms`` (one untimed-for-the-record run estimates a run's time),
@@ -154,9 +161,8 @@ def run_candidate(path: str, io_dir: str, num_args: int, num_outputs: int, check
             mismatch = _check_outputs(tensors, io_dir, num_outputs, settings["rtol"], settings["atol"])
             if mismatch:
                 return {"status": "wrong_result", "message": mismatch}
-        costs = _flushed_costs(module, device, tensors, settings) if settings["cache_flush"] else [
-            float(c) for c in module.time_evaluator("main", device, number=1, repeat=int(settings["repeat"]),
-                                                    min_repeat_ms=int(settings["min_repeat_ms"]))(*tensors).results]
+        timed = _flushed_costs if settings["cache_flush"] else _repeated_costs
+        costs = timed(module, device, tensors, settings)
     except (RuntimeError, ValueError) as err:  # how TVM reports runtime failures; other errors are bugs
         return {"status": "run", "message": _first_line(err)}
     return {"status": RESULT_OK, "costs_s": costs}
