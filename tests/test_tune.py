@@ -401,7 +401,7 @@ def test_family_exploration_has_its_share_of_batches_of_the_default_size(model, 
     for _ in range(200):
         search.propose(state, ModelGuidedSearch.batch_size, rng)
     explore = math.ceil(search.explore_share * ModelGuidedSearch.batch_size)
-    share = search.family_explore_share * explore  # a fraction of a pick per batch: 0.5 by default
+    share = search.family_explore_share * explore  # a fraction of a pick per batch: 0.75 by default
     assert 0 < share < 1 and set(asked) == {0, 1}
     assert np.mean(asked) == pytest.approx(share, abs=0.1)  # on average, not rounded away in every batch
 
