@@ -382,14 +382,14 @@ def test_family_exploration_reaches_a_second_family_when_the_best_configs_share_
     assert [state.space.family(c) for c in picks[:2]] == [state.space.family(first[0]), state.space.family(second[0])]
 
 
-def test_family_exploration_has_its_share_of_batches_of_the_default_size(model, backend, cache, monkeypatch):
+def test_a_family_exploration_share_below_one_pick_is_drawn_batch_by_batch(model, backend, cache, monkeypatch):
     import numpy as np
 
     from tuner.search import ModelGuidedSearch
 
     state = _conv_state(model, backend)
     state.observe(state.space.default_config().to_json(), MeasureResult((1e-3,)), 4)
-    search = ModelGuidedSearch(backend, cache)
+    search = ModelGuidedSearch(backend, cache, explore_share=0.25)  # 2 exploration picks in batches of 8
     search.model_ = FlatModel()
     asked = []
     monkeypatch.setattr(search, "_evolve", lambda state, elites, rng: [])
@@ -401,7 +401,7 @@ def test_family_exploration_has_its_share_of_batches_of_the_default_size(model, 
     for _ in range(200):
         search.propose(state, ModelGuidedSearch.batch_size, rng)
     explore = math.ceil(search.explore_share * ModelGuidedSearch.batch_size)
-    share = search.family_explore_share * explore  # a fraction of a pick per batch: 0.75 by default
+    share = search.family_explore_share * explore  # half a pick per batch
     assert 0 < share < 1 and set(asked) == {0, 1}
     assert np.mean(asked) == pytest.approx(share, abs=0.1)  # on average, not rounded away in every batch
 
