@@ -4,7 +4,11 @@ When the vectorized axis indexes a dimension of an input that is not its last
 (a conv weight ``W[ff, rc, ry, rx]`` vectorized over ``ff``, or a transposed
 matmul operand ``B[j, k]``), the input is copied once per call into a blocked
 layout with that dimension split by the vector width and moved innermost
-(``W[ff // 16, rc, ry, rx, ff % 16]``). The accumulator gets the same treatment
+(``W[ff // 16, rc, ry, rx, ff % 16]``). A weight that it indexes in its last
+dimension (a matmul's ``W[k, j]``) is cut into panels the width of the vector tile
+(``W[j // 16, k, j % 16]``), so that each step down ``k`` reads one contiguous
+row of 16 instead of a new row of ``W`` (a 1024^3 matmul on a Zen 3: 12.6 ms
+against 30.1 for the default register block). The accumulator gets the same treatment
 when the vector axis is not the output's last dimension, so that vector loads
 and stores stay contiguous.
 
@@ -26,13 +30,17 @@ PREPACK_ANNOTATION = "meta_schedule.layout_rewrite_preproc"
 
 
 def packable_inputs(sch: Schedule, block_name: str, spatial_names: list,
-                    unit_names: set) -> dict:
+                    unit_names: set, panels: frozenset = frozenset()) -> dict:
     """``{axis name: [(buffer, dim), ...]}``: reads of ``block_name`` with a
     dimension indexed by that spatial axis alone (iterators of extent 1 aside),
-    when that dimension is not the buffer's last."""
+    when that dimension is not the buffer's last, or, for the buffers in ``panels``
+    (weights, whose copy is made once ahead of time), also when it is: a matmul
+    weight ``B[k, j]`` vectorized over ``j`` becomes panels ``B[j // L, k, L]``, each
+    read down ``k`` contiguously, as BLAS packs it."""
     found = {name: [] for name in spatial_names}
     for access in block_reads(sch.get(sch.get_sblock(block_name))):
-        for dim, used in enumerate(access.dims[:-1]):
+        dims = access.dims if access.buffer in panels else access.dims[:-1]
+        for dim, used in enumerate(dims):
             used = used - unit_names
             if len(used) == 1 and next(iter(used)) in found:
                 found[next(iter(used))].append((access.buffer, dim))

@@ -20,7 +20,8 @@ Optional knobs: ``pad`` (convs with a padding block) inlines the padding into th
 reduction or computes the padded input per parallel tile (``compute_at``);
 ``pack`` (data layout, see ``layout.py``) copies inputs that the vector axis
 indexes in a non-last dimension into a blocked layout (conv weights
-``W[ff//L, rc, ry, rx, L]``) and gives the accumulator the same blocking.
+``W[ff//L, rc, ry, rx, L]``), and weights that it indexes in their last one into
+panels (matmul ``W[j//L, k, L]``), and gives the accumulator the same blocking.
 Cross-knob constraints (``check``) bound the register block and the accumulator
 and reject orders whose write-back level does not exist.
 """
@@ -81,7 +82,7 @@ class TiledReductionRule(Rule):
         for mode in self._pad_modes():
             sch = self._inlined(func, mode)
             self.packable[mode] = packable_inputs(
-                sch, self.anchor.name, [a.name for a in self.spatial], units)
+                sch, self.anchor.name, [a.name for a in self.spatial], units, info.layout_free)
             self.reads[mode] = block_reads(sch.get(sch.get_sblock(self.anchor.name)))
         self.knobs = self._make_knobs()
 

@@ -9,7 +9,7 @@ from tvm import relax
 
 import search_spaces
 import tuner
-from benchmarks.models import conv_model
+from benchmarks.models import conv_model, matmul_model
 from tuner.prepack import prepack_weights, split_prepack
 
 
@@ -48,28 +48,60 @@ def _run(lib, name, arrays):
     return [t.numpy() for t in tensors]
 
 
+def _check_split(task, split, backend):
+    """The prepack and compute functions of ``split`` give what ``task``'s function gives;
+    returns the packed weight's shape."""
+    ((packed_shape, _),) = split.packed_shapes()
+    target = backend.tvm_target()
+    lib = tvm.compile(split.module(), target=target)
+    reference = tvm.compile(tvm.IRModule({"main": task.func}), target=target)
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal([int(d) for d in p.ty.shape]).astype("float32") for p in task.func.params]
+    want = _run(reference, "main", arrays)[-1]
+    packed = _run(lib, "prepack", [arrays[1], np.zeros(packed_shape, "float32")])[1]
+    got = _run(lib, "main", [arrays[0], packed, *arrays[2:]])[-1]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    return packed_shape
+
+
 def test_split_prepack_computes_the_same(conv_task, backend):
     space = search_spaces.space_for(conv_task.func, backend.tvm_target())
     config = space.default_config()
     assert config.get("pack") is True
     split = split_prepack(space.apply(config).mod["main"])
     assert split.prepack is not None and split.indices == (1,)
-    ((packed_shape, _),) = split.packed_shapes()
+    packed_shape = _check_split(conv_task, split, backend)
     weight_shape = [int(d) for d in conv_task.func.params[1].ty.shape]
     assert sorted(packed_shape) != packed_shape or len(packed_shape) > len(weight_shape)
 
-    target = backend.tvm_target()
-    lib = tvm.compile(split.module(), target=target)
-    reference = tvm.compile(tvm.IRModule({"main": conv_task.func}), target=target)
-    rng = np.random.default_rng(0)
-    arrays = [rng.standard_normal([int(d) for d in p.ty.shape]).astype("float32") for p in conv_task.func.params]
-    want = _run(reference, "main", arrays)[-1]
-    packed = _run(lib, "prepack", [arrays[1], np.zeros(packed_shape, "float32")])[1]
-    got = _run(lib, "main", [arrays[0], packed, *arrays[2:]])[-1]
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-
     unpacked = split_prepack(space.apply(config.replace(pack=False)).mod["main"])
     assert unpacked.prepack is None and unpacked.indices == ()
+
+
+def test_matmul_weights_are_packed_into_panels(backend):
+    """A matmul weight W[k, n], vectorized along n (its last dimension), is packed into panels
+    W[n // L, k, L] of the vector tile's width, read down k contiguously; an input that is not a
+    weight keeps its layout."""
+    (task,) = tuner.partition(tuner.load(matmul_model(m=32, k=48, n=64)), backend).tasks
+    space = search_spaces.space_for(task.func, backend.tvm_target())
+    config = space.default_config()
+    assert config.get("pack") is True and config.get("vector_axis") == "i1"
+    lanes = config.get("tile_i1")[-1]
+    assert 1 < lanes < 64
+    split = split_prepack(space.apply(config).mod["main"])
+    assert split.indices == (1,)
+    assert _check_split(task, split, backend) == [64 // lanes, 48, lanes]
+
+    x = helper.make_tensor_value_info
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["y"])], "mm",
+                              [x("a", TensorProto.FLOAT, [32, 48]), x("b", TensorProto.FLOAT, [48, 64])],
+                              [x("y", TensorProto.FLOAT, [32, 64])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    (task,) = tuner.partition(tuner.load(model), backend).tasks
+    space = search_spaces.space_for(task.func, backend.tvm_target())
+    assert space.default_config().get("pack") is False
+    assert not space.is_valid(space.default_config().replace(pack=True))
 
 
 def test_build_packs_weights_once(backend):
