@@ -30,16 +30,16 @@ PREPACK_ANNOTATION = "meta_schedule.layout_rewrite_preproc"
 
 
 def packable_inputs(sch: Schedule, block_name: str, spatial_names: list,
-                    unit_names: set, panels: frozenset = frozenset()) -> dict:
+                    unit_names: set, layout_free: frozenset) -> dict:
     """``{axis name: [(buffer, dim), ...]}``: reads of ``block_name`` with a
     dimension indexed by that spatial axis alone (iterators of extent 1 aside),
-    when that dimension is not the buffer's last, or, for the buffers in ``panels``
+    when that dimension is not the buffer's last, or, for the ``layout_free`` buffers
     (weights, whose copy is made once ahead of time), also when it is: a matmul
     weight ``B[k, j]`` vectorized over ``j`` becomes panels ``B[j // L, k, L]``, each
     read down ``k`` contiguously, as BLAS packs it."""
     found = {name: [] for name in spatial_names}
     for access in block_reads(sch.get(sch.get_sblock(block_name))):
-        dims = access.dims if access.buffer in panels else access.dims[:-1]
+        dims = access.dims if access.buffer in layout_free else access.dims[:-1]
         for dim, used in enumerate(dims):
             used = used - unit_names
             if len(used) == 1 and next(iter(used)) in found:

@@ -4,24 +4,19 @@ measurement times the compute function alone on prepacked inputs."""
 import numpy as np
 import pytest
 import tvm
-from onnx import TensorProto, helper
 from tvm import relax
 
 import search_spaces
 import tuner
-from benchmarks.models import conv_model, matmul_model
+from benchmarks.models import GraphBuilder, conv_model, matmul_model
 from tuner.prepack import prepack_weights, split_prepack
 
 
 def _conv_with_weight_input():
     """A 3x3 conv whose weight is a graph input, not an initializer."""
-    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], kernel_shape=[3, 3])]
-    graph = helper.make_graph(nodes, "conv_w", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 10, 10]),
-                                                helper.make_tensor_value_info("w", TensorProto.FLOAT, [32, 8, 3, 3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 10, 10])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 10
-    return model
+    b = GraphBuilder()
+    y = b.op("Conv", ["x", "w"], pads=[1, 1, 1, 1], kernel_shape=[3, 3])
+    return b.make_model("conv_w", {"x": [1, 8, 10, 10], "w": [32, 8, 3, 3]}, y, [1, 32, 10, 10])
 
 
 @pytest.fixture(scope="module")
@@ -92,12 +87,9 @@ def test_matmul_weights_are_packed_into_panels(backend):
     assert split.indices == (1,)
     assert _check_split(task, split, backend) == [64 // lanes, 48, lanes]
 
-    x = helper.make_tensor_value_info
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["y"])], "mm",
-                              [x("a", TensorProto.FLOAT, [32, 48]), x("b", TensorProto.FLOAT, [48, 64])],
-                              [x("y", TensorProto.FLOAT, [32, 64])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 10
+    b = GraphBuilder()
+    y = b.op("MatMul", ["a", "b"])
+    model = b.make_model("mm", {"a": [32, 48], "b": [48, 64]}, y, [32, 64])
     (task,) = tuner.partition(tuner.load(model), backend).tasks
     space = search_spaces.space_for(task.func, backend.tvm_target())
     assert space.default_config().get("pack") is False
