@@ -8,7 +8,9 @@
   database. Its build workers use a builder that skips the 22 s ``tvm.s_tir.tensor_intrin`` import
   (with the default one, builds time out on 2 busy cores); that is the only change.
   MetaSchedule gets the module without our ``layout_free_buffers`` marks, as its defaults would
-  see it, so it does not repack weights at build time;
+  see it, so it does not repack weights at build time. Its runner keeps its default timing, with
+  warm caches (``EvaluatorConfig.enable_cpu_cache_flush`` is False), where ours flushes them before
+  each timed run (the backend's ``cold`` timing); the built models are timed alike in ``compare``;
 * ``compare``: builds both (ours with ``tuner.build``, MetaSchedule's with
   ``MetaScheduleApplyDatabase``) and times them and ONNX Runtime in the same run, on the same
   inputs and thread count, with each one's largest output difference from ONNX Runtime.

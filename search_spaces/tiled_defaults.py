@@ -17,7 +17,8 @@
   would do less than 32K multiply-adds), taken first from sliding-window axes
   (output rows), then from the outer axes.
 * Reduction: the first reduction axis keeps an inner chunk of up to 256, kernel
-  window axes stay whole and inner.
+  window axes stay whole and inner; where that chunks the axis, the default with
+  the whole axis inner is a "tied" config too.
 * Packing wherever it changes a layout (conv weights blocked, matmul weights in
   panels: 2.4x faster on a 1024^3 matmul on a Zen 3).
 """
@@ -163,9 +164,24 @@ def default_values(rule) -> dict:
 
 
 def tied_values(rule) -> list:
-    """The default config with each other register block of as many accumulators."""
+    """The default config with each other register block of as many accumulators, then the
+    default with its first reduction axis whole and inner, where the default chunks it: neither
+    chunk wins everywhere. Measured cold on a Zen 3, 5 rounds in alternation, the whole axis against
+    a chunk of 256: a 1024^3 matmul 11.28 against 11.77 ms; ResNet-18's three tasks with a chunked
+    reduction 1.046x, 0.986x and 1.048x the chunked time."""
     vector = default_vector_axis(rule)
-    return [_values(rule, vector, inner) for inner in _register_blocks(rule, vector)[1:]]
+    blocks = _register_blocks(rule, vector)
+    tied = [_values(rule, vector, inner) for inner in blocks[1:]]
+    whole = _whole_reduction(rule, _values(rule, vector, blocks[0]))
+    return tied + ([whole] if whole is not None else [])
+
+
+def _whole_reduction(rule, values: dict) -> dict | None:
+    """``values`` with the first reduction axis in one inner tile, or None if it already is."""
+    axis = next((a for a in rule.reduce if a.extent > 1), None)
+    if axis is None or values["tile_" + axis.name] == (1, axis.extent):
+        return None
+    return {**values, "tile_" + axis.name: (1, axis.extent)}
 
 
 def _values(rule, vector: Axis | None, inner: dict) -> dict:

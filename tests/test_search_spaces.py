@@ -109,6 +109,7 @@ MODELS = {
     "grouped": lambda: bm.conv_model(in_channels=6, out_channels=9, groups=3, size=7),
     "matmul_17_31_23": lambda: bm.matmul_model(m=17, k=31, n=23),
     "matmul_64": lambda: bm.matmul_model(m=64, k=32, n=64),
+    "matmul_k1024": lambda: bm.matmul_model(m=8, k=1024, n=32),
     "gemm_relu": lambda: bm.gemm_model(batch=5, in_features=19, out_features=11, relu=True),
     "nt_matmul": _nt_matmul_model,
     "conv_affine": _conv_affine_model,
@@ -257,6 +258,21 @@ def test_default_configs_add_the_tied_register_blocks():
     elementwise = ss.space_for(task_by_rule("transformer", "elementwise")[0][1], TARGET)
     assert elementwise.default_configs() == [elementwise.default_config()]
     assert elementwise.family(elementwise.default_config()) == ()
+
+
+def test_a_chunked_reduction_is_tied_with_the_whole_axis_inner():
+    (name, func), = tasks("matmul_k1024")
+    space = ss.space_for(func, AVX2)
+    default, *tied = space.default_configs()
+    reduction = [k for k, v in default.knobs if k.startswith("tile_") and len(v) == 2]
+    assert len(reduction) == 1 and default.get(reduction[0]) == (4, 256)  # chunks of 256
+    whole = tied[-1]
+    assert whole.get(reduction[0]) == (1, 1024)
+    assert {k for k, v in whole.knobs if default.get(k) != v} == set(reduction)
+    assert_matches(func, space.apply(whole).mod)
+    # a reduction of 32 is not chunked, so nothing is added: only the register blocks are tied
+    (name, small), = tasks("matmul_64")
+    assert all(c.get(reduction[0]) == (1, 32) for c in ss.space_for(small, AVX2).default_configs())
 
 
 def test_register_blocks_are_sized_by_the_targets_vector_registers():
