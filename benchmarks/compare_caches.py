@@ -46,9 +46,7 @@ def compare(model, caches: list[tuple[str, str]], rounds: int, target="host", mi
     times = interleaved_s(timers, rounds)
     tasks = {}
     for name, built in builds.items():
-        recorded_s = {schedule.task_name: schedule.cached_cost_s for schedule in built.schedules}
-        tasks[name] = [{"task": row.task_name, "calls": row.calls_per_run,
-                        "recorded_ms": recorded_s[row.task_name] * 1e3 if recorded_s.get(row.task_name) else None,
+        tasks[name] = [{"task": row.task_name, "calls": row.calls_per_run, "recorded_ms": row.tuned_ms,
                         "in_model_ms": row.ms_per_run / max(row.calls_per_run, 1)}
                        for row in profile(built, arrays)]
     return {"median_ms": {name: statistics.median(t) * 1e3 for name, t in times.items()},

@@ -129,6 +129,27 @@ def test_profile_attributes_every_kernel_call_to_its_task(tmp_path, backend, cac
     assert "where the time goes" in cli.stdout and "fused_conv2d" in cli.stdout
 
 
+def test_profile_sets_each_cached_task_beside_its_record(backend, cache):
+    import search_spaces
+    from tuner.profile import profile, table
+
+    model = tuner.load(small_cnn_model(channels=8, size=12))
+    task = max(tuner.partition(model, backend).tasks, key=lambda t: t.flops)
+    config = search_spaces.space_for(task.func, backend.tvm_target()).default_config()
+    cache.add(Record(backend.key, task.workload_key, task.name, config.to_json(), MeasureResult((2e-3, 4e-3))))
+    built = tuner.build(model, backend, cache)
+    rows = {row.task_name: row for row in profile(built, random_inputs(model.inputs, seed=0), runs=3)}
+    row = rows.pop(task.name)
+    assert row.source == "cache" and row.tuned_ms == pytest.approx(3.0)  # the record's mean, per call
+    assert row.over_tuned == pytest.approx(row.ms_per_run / row.calls_per_run / 3.0)
+    assert row.to_json()["over_tuned"] == row.over_tuned
+    assert all(other.tuned_ms is None and other.over_tuned is None for other in rows.values())  # defaults, runtime
+    text = table([row, *rows.values()])
+    assert f"{row.over_tuned:.2f}x" in text
+    assert (f"tasks with a record (1): {row.ms_per_run:.3f} ms per run here, {3.0 * row.calls_per_run:.3f} ms "
+            f"as their records were measured alone") in text
+
+
 def test_interleaved_timing_alternates_and_pauses_before_each_batch():
     import time
 

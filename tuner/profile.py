@@ -6,6 +6,11 @@ model (``<name>_prepacked`` once its weights are packed at build time); everythi
 else the VM calls (allocation, reshapes, shape checks) is reported as ``runtime``.
 A call's time is the median over the runs; the instrument itself adds a few
 microseconds per call.
+
+Beside each tuned task's time in the model stands the time its cache record was
+measured at, alone (``tuned_ms``): the tuner's estimate of the model is the sum of
+those. A task far slower in the model than alone is one whose neighbours change its
+timing (caches left full, or lines held by the other core, by the calls before it).
 """
 
 from __future__ import annotations
@@ -28,9 +33,17 @@ class TaskTime:
     share: float
     source: str  # "cache", "default" or "runtime"
     gflops: float | None
+    tuned_ms: float | None = None  # per call, as its cache record was measured alone (cache rows only)
+
+    @property
+    def over_tuned(self) -> float | None:
+        """Time per call in the model over the cache record's time per call."""
+        if not self.tuned_ms or not self.calls_per_run:
+            return None
+        return self.ms_per_run / self.calls_per_run / self.tuned_ms
 
     def to_json(self) -> dict:
-        return dict(self.__dict__)
+        return {**self.__dict__, "over_tuned": self.over_tuned}
 
 
 def kernel_times_s(executable, device, tensors, runs: int) -> dict[str, list[float]]:
@@ -77,15 +90,26 @@ def profile(built, arrays, runs: int = 20) -> list[TaskTime]:
     for task, seconds in per_task.items():
         schedule = by_name.get(task)
         gflops = schedule.flops * schedule.weight / seconds / 1e9 if schedule and seconds > 0 else None
+        tuned_ms = schedule.cached_cost_s * 1e3 if schedule and schedule.cached_cost_s else None
         rows.append(TaskTime(task, calls[task], seconds * 1e3, seconds / total,
-                             schedule.source if schedule else "runtime", gflops))
+                             schedule.source if schedule else "runtime", gflops, tuned_ms))
     return sorted(rows, key=lambda row: -row.ms_per_run)
 
 
 def table(rows: list[TaskTime]) -> str:
-    lines = [f"  {'task':<44} {'calls':>5} {'ms/run':>8} {'share':>6} {'GFLOP/s':>8}  schedule"]
+    """One line per row; ``x tuned``: time per call in the model over the cache record's. Under it, for
+    the tasks with a record, the sum of their recorded times (the tuner's estimate) and of their times
+    here."""
+    lines = [f"  {'task':<44} {'calls':>5} {'ms/run':>8} {'share':>6} {'GFLOP/s':>8} {'x tuned':>8}  schedule"]
     for row in rows:
         gflops = f"{row.gflops:.1f}" if row.gflops is not None else "-"
+        ratio = f"{row.over_tuned:.2f}x" if row.over_tuned is not None else "-"
         lines.append(f"  {row.task_name[:44]:<44} {row.calls_per_run:>5} {row.ms_per_run:>8.3f} {row.share:>6.1%} "
-                     f"{gflops:>8}  {row.source}")
+                     f"{gflops:>8} {ratio:>8}  {row.source}")
+    tuned = [row for row in rows if row.tuned_ms]
+    if tuned:
+        recorded = sum(row.tuned_ms * row.calls_per_run for row in tuned)
+        here = sum(row.ms_per_run for row in tuned)
+        lines.append(f"  tasks with a record ({len(tuned)}): {here:.3f} ms per run here, {recorded:.3f} ms as "
+                     f"their records were measured alone ({here / recorded:.2f}x)")
     return "\n".join(lines)
