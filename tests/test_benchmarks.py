@@ -32,6 +32,24 @@ def test_search_compare_rows_compare_the_configs_both_runs_measured_near_the_bes
     assert row["remeasured_model_best_ms"] is None
 
 
+def test_search_compare_measures_each_searchs_top_configs_again_and_keeps_the_fastest(monkeypatch, tmp_path):
+    runs = {"random": (np.array([3.0, 1.0]), "a", {"a": 1.0, "b": 1.1, "c": 2.0}),
+            "model": (np.array([2.2, 1.2]), "d", {"d": 1.2, "b": 1.3, "e": 3.0})}
+    again = {"a": 2.0, "b": 1.5, "c": 0.5, "d": 1.8, "e": 0.1}  # "c" and "e" are past the top 2
+    pools = []
+    monkeypatch.setattr(search_compare, "tune_curve", lambda op, search, *args: runs[search])
+    monkeypatch.setattr(search_compare, "remeasure",
+                        lambda op, configs, rounds, backend: pools.append(configs) or [again[c] for c in configs])
+    row = search_compare.compare("matmul", 0, 2, 2, tmp_path, None, rounds=3, top=2)
+    assert pools == [["a", "b", "d"]]  # "b" is in both tops and measured once
+    assert row["remeasured_random_best_ms"] == 1500.0 and row["remeasured_random_best_config"] == "b"
+    assert row["remeasured_model_best_ms"] == 1500.0 and row["remeasured_model_best_config"] == "b"
+    assert row["remeasured_random_best_rank"] == 2 and row["remeasured_model_best_rank"] == 2
+    row = search_compare.compare("matmul", 0, 2, 2, tmp_path, None, rounds=3)  # top 1: each recorded best
+    assert pools[-1] == ["a", "d"] and row["remeasured_model_best_ms"] == 1800.0
+    assert row["remeasured_random_best_rank"] == 1 and row["remeasured_model_best_rank"] == 1
+
+
 class _LoggingMeasurer:
     """Records when each measurement of a job runs; ``busy`` holds the job that is running."""
 
