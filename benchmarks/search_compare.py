@@ -11,12 +11,12 @@ alike. The best-so-far curve of each run is read back from its cache in measurem
 Reported per op: random search's best after ``--random-trials``, model-guided search's best after
 ``--model-trials``, and the trials model-guided search took to reach random search's best (also
 within 2 %, as timings of one config differ by about that much between measurements); the
-medians over the seeds decide. Then the ``--top`` best configs of each search are measured again, all in
-alternation (``--remeasure`` rounds), since the best of 512 noisy measurements is biased low against
-the best of 128: each search's fastest config by these medians, and their ratio, compare the configs
-the searches found. Timings on this machine drift by up to 2x within minutes, and a config's
+medians over the seeds decide. Then the ``--top`` best configs of each search are measured again,
+all in alternation (``--remeasure`` rounds), since the best of 512 noisy measurements is biased low
+against the best of 128: each search's fastest config by these medians, and their ratio, compare the
+configs the searches found. Timings on this machine drift by up to 2x within minutes, and a config's
 recorded best can come from a fast spell that its neighbours in the ranking did not get, so the
-recorded best is not always the fastest of a search's top configs when they are timed side by side. As a yardstick
+recorded best is not always the fastest of a search's top configs timed side by side. As a yardstick
 for the noise, the configs near random search's best (within ``NEAR``) that both runs measured are
 listed with the ratio of their two timings.
 """
@@ -194,8 +194,9 @@ def main(argv=None) -> None:
                   f"from {shared[0]:.3f} to {shared[-1]:.3f}")
         if args.remeasure:
             ratios = [r["remeasured_model_best_ms"] / r["remeasured_random_best_ms"] for r in picked]
-            print(f"{op}: measured again, the fastest of model-guided's {args.top} best after {args.model_trials} trials / "
-                  f"of random's {args.top} best after {args.random_trials}: median {statistics.median(ratios):.3f} ({', '.join(f'{x:.3f}' for x in ratios)})")
+            print(f"{op}: measured again, the fastest of model-guided's {args.top} best after {args.model_trials} "
+                  f"trials / of random's {args.top} best after {args.random_trials}: median "
+                  f"{statistics.median(ratios):.3f} ({', '.join(f'{x:.3f}' for x in ratios)})")
     if args.json:
         with open(args.json, "w") as stream:
             json.dump({"backend": backend.key, "rows": rows}, stream, indent=2)
