@@ -54,29 +54,33 @@ class Alternation:
         with self._cond:
             self.turns.append((name, trials))
 
-    def measurer(self, name, inner) -> "TurnMeasurer":
-        return TurnMeasurer(self, name, inner)
+    def builder(self, name, inner) -> "TurnBuilder":
+        return TurnBuilder(self, name, inner)
 
 
-class TurnMeasurer:
-    """A measurer that waits for its job's turn before measuring (see ``Alternation``)."""
+class TurnBuilder:
+    """A builder (``tuner.Builder``) that waits for its job's turn before building a batch; the job
+    keeps the turn while its runner times the batch, until its next build (see ``Alternation``)."""
 
     def __init__(self, alternation: Alternation, name, inner):
         self.alternation = alternation
         self.name = name
         self.inner = inner
 
-    def measure(self, task, configs, best_s=None):
+    def build(self, task, configs):
         self.alternation.give(self.name)
         self.alternation.take(self.name)
-        results = self.inner.measure(task, configs, best_s)
+        built = self.inner.build(task, configs)
         self.alternation.measured(self.name, len(configs))
-        return results
+        return built
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def alternate(jobs: dict) -> tuple[dict, Alternation]:
     """Run ``{name: (budget in trials, fn)}`` in turns; ``fn(alternation, name)`` measures through
-    ``alternation.measurer(name, measurer)``. Returns ``{name: fn's result}`` and the alternation (its
+    ``alternation.builder(name, builder)``. Returns ``{name: fn's result}`` and the alternation (its
     ``turns``); the first job's exception, if any, is raised once all jobs have ended."""
     alternation = Alternation({name: budget for name, (budget, _) in jobs.items()})
     results, errors = {}, []

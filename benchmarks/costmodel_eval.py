@@ -60,7 +60,6 @@ def load_dataset(cache, backend, min_rows_per_task: int = 8) -> list[TaskData]:
 
     import search_spaces
     from tuner.features import features_for_records
-    from tuner.prepack import split_prepack
 
     target = backend.tvm_target()
     version = str(costmodel.FEATURE_VERSION)
@@ -79,10 +78,10 @@ def load_dataset(cache, backend, min_rows_per_task: int = 8) -> list[TaskData]:
         for record in records:
             if record.config not in features:
                 continue
-            schedule = space.apply(search_spaces.Config.from_json(record.config))
+            lowered = tuner.lower(func, search_spaces.Config.from_json(record.config), target, space)
             rows.append(features[record.config])
             costs.append(record.result.mean_s)
-            mods.append(tvm.IRModule({"main": split_prepack(schedule.mod["main"]).compute}))
+            mods.append(tvm.IRModule({"main": lowered.split().compute}))
         if len(rows) >= min_rows_per_task:
             tasks.append(TaskData(workload["workload_key"], workload["task_name"], workload["flops"],
                                   np.asarray(costs), np.stack(rows), mods))

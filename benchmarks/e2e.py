@@ -1,8 +1,10 @@
 """Tune whole models, build them from the cache, and compare with ONNX Runtime in the same run.
 
-    python -m benchmarks.e2e --models resnet18 --trials 3000 --cache build/bench/e2e.sqlite
+    python -m benchmarks.e2e --models resnet18 --time 20m --cache build/bench/e2e.sqlite
     python -m benchmarks.e2e --models resnet18 mobilenetv2 transformer mlp --trials 0   # untuned (defaults)
-    python -m benchmarks.e2e --models resnet18 --trials 100000 --time 20m --search model --scheduler gradient
+    python -m benchmarks.e2e --models resnet18 --trials 3000 --search random --scheduler work-share
+
+Without ``--trials`` or ``--time`` each model is tuned for the tuner's default time budget.
 
 Prints one table row per model (and ``--json FILE``): tuned latency, ONNX Runtime latency, the
 speed ratio, the largest output difference, and how long tuning took.
@@ -18,14 +20,14 @@ import tuner
 from benchmarks.models import build as build_model
 from tuner.cli import parse_duration
 from tuner.scheduler import SCHEDULERS
-from tuner.search import SEARCHES
+from tuner.strategy import SEARCHES
 
 
 def run_model(name, backend, cache, settings, repeat=7, progress=True, **model_args) -> dict:
     model = tuner.load(build_model(name, **model_args))
     started = time.perf_counter()
     report = None
-    if settings.trials > 0:
+    if settings.trials != 0:
         report = tuner.tune(model, backend, cache, settings, progress=progress)
     tune_s = time.perf_counter() - started
     bench = tuner.bench(model, backend, cache, repeat=repeat)
@@ -38,12 +40,12 @@ def run_model(name, backend, cache, settings, repeat=7, progress=True, **model_a
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["resnet18"])
-    parser.add_argument("--trials", type=int, default=3000, help="total trials per model (0: no tuning)")
+    parser.add_argument("--trials", type=int, help="total trials per model (0: no tuning)")
     parser.add_argument("--cache", default="build/bench/e2e.sqlite")
     parser.add_argument("--json", help="write the rows as JSON to this file")
     parser.add_argument("--time", help="wall-clock tuning budget per model, e.g. 20m (default: none)")
-    parser.add_argument("--search", default="random", choices=list(SEARCHES))
-    parser.add_argument("--scheduler", default="work-share", choices=list(SCHEDULERS))
+    parser.add_argument("--search", default=tuner.TuneSettings.search, choices=list(SEARCHES))
+    parser.add_argument("--scheduler", default=tuner.TuneSettings.scheduler, choices=list(SCHEDULERS))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     settings = tuner.TuneSettings(trials=args.trials, seed=args.seed, search=args.search, scheduler=args.scheduler,

@@ -47,12 +47,12 @@ def best_curve(records) -> np.ndarray:
 
 def tune_curve(op: str, search: str, trials: int, seed: int, directory: Path, backend, wrap=None):
     """The best-so-far curve of one run (s per trial), the config of its best measurement and
-    ``{config JSON: mean cost (s)}`` of its successful measurements. ``wrap(measurer)`` returns the
-    measurer the run uses (``Alternation.measurer``, to take turns with another run)."""
+    ``{config JSON: mean cost (s)}`` of its successful measurements. ``wrap(builder)`` returns the
+    builder the run uses (``Alternation.builder``, to take turns with another run)."""
     model = tuner.load(OPS[op]())
-    settings = tuner.TuneSettings(trials=trials, seed=seed, search=search)
-    with tuner.Cache(directory / f"{op}-{search}-{seed}.sqlite") as cache, tuner.LocalMeasurer(backend) as measurer:
-        report = tuner.tune(model, backend, cache, settings, measurer=wrap(measurer) if wrap else measurer,
+    settings = tuner.TuneSettings(trials=trials, seed=seed, search=search, scheduler="work-share")
+    with tuner.Cache(directory / f"{op}-{search}-{seed}.sqlite") as cache, tuner.LocalBuilder(backend) as builder:
+        report = tuner.tune(model, backend, cache, settings, builder=wrap(builder) if wrap else builder,
                             progress=False)
         (task,) = report.tasks
         records = list(cache.records(backend.key, task["workload_key"]))[:trials]
@@ -73,9 +73,10 @@ def remeasure(op: str, configs: list, rounds: int, backend) -> list:
     (task,) = tuner.partition(tuner.load(OPS[op]()), backend).tasks
     parsed = [search_spaces.Config.from_json(config) for config in configs]
     costs = [[] for _ in configs]
-    with tuner.LocalMeasurer(backend, tuner.MeasureSettings(confirm_runs=0)) as measurer:  # one run a round
+    settings = tuner.MeasureSettings(confirm_runs=0)  # one run a round
+    with tuner.LocalBuilder(backend, settings) as builder, tuner.LocalRunner(backend, settings) as runner:
         for _ in range(rounds):
-            for index, result in enumerate(measurer.measure(task, parsed)):
+            for index, result in enumerate(tuner.measure(builder, runner, task, parsed)):
                 if result.ok:
                     costs[index].append(result.mean_s)
     return [statistics.median(c) if c else float("inf") for c in costs]
@@ -103,7 +104,7 @@ def compare(op: str, seed: int, random_trials: int, model_trials: int, directory
             rounds: int, top: int = 1) -> dict:
     def job(search, trials):
         return trials, lambda alternation, name: tune_curve(op, search, trials, seed, directory, backend,
-                                                            functools.partial(alternation.measurer, name))
+                                                            functools.partial(alternation.builder, name))
 
     runs, alternation = alternate({"random": job("random", random_trials), "model": job("model", model_trials)})
     (random_curve, random_config, random_costs), (model_curve, model_config, model_costs) = runs["random"], runs["model"]

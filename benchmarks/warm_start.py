@@ -25,7 +25,6 @@ from pathlib import Path
 import tuner
 from benchmarks.models import parse_settings, build as build_model
 from tuner.bench import interleaved_s, model_batch_timer, random_inputs
-from tuner.search import ModelGuidedSearch
 
 LEVELS = (1.10, 1.05, 1.02, 1.0)  # multiples of the cold run's final latency
 
@@ -97,7 +96,7 @@ def main(argv=None) -> None:
                          "pick a model whose tasks differ")
     if not args.time_only:
         tune_both(args, model, backend, directory)
-    first_pass = len(keys) * ModelGuidedSearch.batch_size  # every task measured once: a defined curve
+    first_pass = len(keys) * tuner.ModelGuidedSettings.batch_size  # every task measured once: a defined curve
     points = {"cold": (first_pass, args.trials), "warm": (first_pass, args.trials)}
     latencies = timed_in_one_run(model, backend, keys, directory, points)
     print(f"\nbuilt from each cache after so many trials and timed in alternation, one run (median ms):")

@@ -6,11 +6,7 @@ One row per candidate, three parts (see ``feature_names()``):
   BufferStore of the lowered candidate; the number of stores varies), pooled over
   the stores with each of ``STORE_POOLS``: the row of the heaviest store (most
   loop iterations, then most float multiply-adds), the sum and the maximum of the
-  rows. On 1,536 measured candidates of 8 conv/matmul tasks (models trained on
-  half of each task's rows, scored on the other half) this ranked best: pairwise
-  accuracy 0.731 against 0.711 for sum + max + mean (±0.004), and 0.716 against
-  0.702 for the sum alone with an earlier model setting. Measurement noise bounds
-  all of them: two measurements of the same candidates agreed on 0.79-0.90 of pairs;
+  rows, which ranked best of the poolings tried (docs/benchmarks.md);
 * ``loop.<name>``: loop-nest facts of the scheduled ``main`` that PerStoreFeature
   lacks or only has per store (``tir_facts.LOOP_FACT_NAMES``), among them the work of
   the innermost 1..8 loops around the heaviest store (feature version 2);

@@ -6,25 +6,17 @@ Targets are divided by their group's best value, so tasks of any speed weigh
 alike. A ranking objective ("rank:pairwise", the default) only compares rows of
 one group (XGBoost's ``qid``); a regression objective ("reg:squarederror") fits
 the normalized values. The ranking objective draws its pairs at random within a
-group (``lambdarank_pair_method="mean"``): on 2,988 measured records of 20
-ResNet-18 and single-op tasks (``benchmarks.costmodel_eval``, a quarter of each
-task's configs held out, 3 splits) it ranked held-out configs with pairwise
-accuracy 0.842 and top-1 score 0.917, against 0.776 and 0.928 when each row was
-paired with its group's top rows ("topk"), and 0.835 and 0.936 for the regression.
-XGBoost's own early stopping watches the pairwise accuracy on a held-out
+group (``lambdarank_pair_method="mean"``), which ranked held-out configs best
+(docs/benchmarks.md). XGBoost's own early stopping watches the pairwise accuracy on a held-out
 ``validation_fraction`` of every group's rows and picks the number of rounds;
 with ``refit`` (the default) the final booster is then trained on all rows for
 that many rounds. ``early_stopping_rounds=None`` trains ``n_estimators``
 rounds on all rows. ``fit`` retrains from scratch on the rows it is given: pass
-all rows measured so far. With the defaults, 2,048 measured rows of 517 features (version 1)
-trained in 1.0-1.5 s on one thread of the shared 2-core machine (the time follows
-the number of rounds early stopping picks); ``max_depth=6, max_bin=64,
-n_estimators=300, early_stopping_rounds=50`` ranked about 0.01 better (pairwise
-accuracy, near the noise) in about three times the time. Column subsampling made
-the model lose features that matter on a synthetic test.
+all rows measured so far. The defaults train in about a second on a few thousand
+rows; larger trees ranked about as well in three times the time.
 
 ``nthread`` defaults to 1: on a 2-core machine that is busy with other work,
-XGBoost's OpenMP threads spin-wait, and 2 threads trained 5x slower than 1.
+XGBoost's OpenMP threads spin-wait, and 2 threads train slower than 1.
 
 ``save(path)`` writes the booster in XGBoost's JSON (``.json``) or UBJSON
 (``.ubj``) format and a sidecar ``path + ".meta.json"`` (kind, format and
@@ -43,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import xgboost as xgb
+
+from tuner.errors import error_line
 
 from .errors import CostModelError
 from .features import FEATURE_VERSION
@@ -262,7 +256,7 @@ class XGBCostModel:
         try:
             booster.load_model(bytearray(raw))
         except xgb.core.XGBoostError as err:
-            raise CostModelError(f"{path}: not a readable XGBoost model ({str(err).splitlines()[0]})") from err
+            raise CostModelError(f"{path}: not a readable XGBoost model ({error_line(err)})") from err
         if booster.num_features() != meta["n_features"]:
             raise CostModelError(f"{path}: the booster has {booster.num_features()} features but its sidecar "
                                  f"says {meta['n_features']}")

@@ -6,8 +6,7 @@ the size of a task's computation (FLOPs, output size, reduction length).
 innermost loops around the heaviest store (``d`` = 1..8): where in the nest the
 work sits. PerStoreFeature, pooled, gave identical rows to schedules that differ
 only in which of two reduction loops the input channels of a 7x7 conv go to
-(``tile_rc`` [3, 1] against [1, 3]: 57 of 60 such pairs of measured configs), and
-those differ up to 2x in speed.
+(``tile_rc`` [3, 1] against [1, 3]), which differ in speed (docs/benchmarks.md).
 
 Both read the function as scheduled, before any lowering: ``For`` loops with
 their kind and annotations, ``SBlock``s with their iterators and buffers. Every

@@ -13,11 +13,13 @@ import json
 from dataclasses import dataclass
 from typing import Union
 
+from tuner.errors import TunerError
+
 Scalar = Union[int, str, bool]
 KnobValue = Union[Scalar, tuple[int, ...]]
 
 
-class InvalidConfigError(ValueError):
+class InvalidConfigError(TunerError):
     """A config does not fit its search space: wrong rule, missing or unknown knob,
     a value outside the knob's choices, or a combination the schedule cannot apply.
     The message names the knob and value and says what is allowed."""

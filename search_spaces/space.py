@@ -15,6 +15,8 @@ from tvm.error import InternalError
 from tvm.s_tir import Schedule
 from tvm.s_tir.schedule import ScheduleError
 
+from tuner.errors import TunerError, error_line
+
 from .config import Config, InvalidConfigError
 from .tiling import move_factor
 
@@ -22,8 +24,8 @@ _SAMPLE_TRIES = 64
 _MAX_LISTED_CHOICES = 8
 
 
-class NotApplicable(Exception):
-    """A rule does not fit the structure of a function (internal to space_for)."""
+class NotApplicable(TunerError):
+    """A rule does not fit the structure of a function (internal to space_for, which tries the next)."""
 
 
 class Rule:
@@ -61,9 +63,9 @@ def _describe_choices(choices: tuple) -> str:
 
 
 def _short(err: Exception) -> str:
-    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
-    marked = [ln for ln in lines if ln.startswith("Error message:")]
-    return (marked or lines or [type(err).__name__])[0]
+    """TVM's schedule errors say what went wrong on a line of their own, after the IR."""
+    marked = [ln.strip() for ln in str(err).splitlines() if ln.strip().startswith("Error message:")]
+    return marked[0] if marked else error_line(err)
 
 
 class SearchSpace:

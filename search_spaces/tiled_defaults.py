@@ -1,7 +1,7 @@
 """The heuristic default config of the ``tiled_reduction`` rule (no measuring).
 
 * Padding is computed per parallel tile (``compute_at``) rather than inlined: an
-  inlined ``if_then_else`` in the inner loop costs 2x on 3x3 convs here.
+  inlined ``if_then_else`` in the inner loop is slow (docs/benchmarks.md).
 * Vector axis: the contiguous output axis when it has 16 or more power-of-two
   lanes (matmul columns); otherwise an axis with such lanes along which some input
   is broadcast and whose other inputs can be packed (conv output channels, with
@@ -20,7 +20,7 @@
   window axes stay whole and inner; where that chunks the axis, the default with
   the whole axis inner is a "tied" config too.
 * Packing wherever it changes a layout (conv weights blocked, matmul weights in
-  panels: 2.4x faster on a 1024^3 matmul on a Zen 3).
+  panels), as BLAS and ONNX Runtime's NCHWc kernels do.
 """
 
 from __future__ import annotations
@@ -115,10 +115,8 @@ def _register_blocks(rule, vector: Axis | None) -> list:
     vectors are tried when rows do not fit (7x7 maps: 32 lanes x 7 rows beats
     64 lanes x 1 row); the blocks with the most accumulators, the one two registers wide
     first, then widest vector first. The count of accumulators cannot tell the tied blocks
-    apart, so the others are measured next to the default. Measured (a 1024^3 matmul with
-    AVX-512: 8 x 32 runs 11 % faster than 4 x 64, 16 x 16 2x slower; a 3x3 conv: all equal;
-    with AVX2, cold: matmul 4 x 16 40 ms, 8 x 8 48, 2 x 32 and 1 x 64 62; conv 8 x 8 1.62 ms,
-    4 x 16 1.73, 2 x 32 2.04, 1 x 64 4.90)."""
+    apart (their measured speeds differ by target: docs/benchmarks.md), so the others are
+    measured next to the default."""
     rows_axes = _row_axes(rule, vector)
     widths = [vector_lanes(vector.extent)] if vector is not None else [1]
     unit = rule.unit
@@ -166,9 +164,7 @@ def default_values(rule) -> dict:
 def tied_values(rule) -> list:
     """The default config with each other register block of as many accumulators, then the
     default with its first reduction axis whole and inner, where the default chunks it: neither
-    chunk wins everywhere. Measured cold on a Zen 3, 5 rounds in alternation, the whole axis against
-    a chunk of 256: a 1024^3 matmul 11.28 against 11.77 ms; ResNet-18's three tasks with a chunked
-    reduction 1.046x, 0.986x and 1.048x the chunked time."""
+    chunk wins everywhere (docs/benchmarks.md)."""
     vector = default_vector_axis(rule)
     default, *others = _register_blocks(rule, vector)
     whole = _values(rule, vector, default, reduce_chunk=math.inf)

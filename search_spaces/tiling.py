@@ -98,8 +98,8 @@ def move_factor(tile: tuple[int, ...], rng: np.random.Generator) -> tuple[int, .
 def vector_lanes(extent: int) -> int:
     """The default vector width for a loop of ``extent``: the largest power of two
     dividing it, up to 64, when that is at least 8; else the largest divisor up to
-    16 (one register). LLVM handles widths that spread unevenly over several
-    registers (48, 56 lanes) badly here: 5-10x slower than 8 or 16 lanes."""
+    16 (one register): LLVM handles widths that spread unevenly over several
+    registers (48, 56 lanes) badly."""
     power = 1
     while extent % (power * 2) == 0 and power * 2 <= MAX_LANES:
         power *= 2

@@ -9,7 +9,7 @@ import pytest
 import tuner
 from benchmarks import alternate, compare_caches, costmodel_eval, search_compare, warm_start
 from benchmarks.models import small_cnn_model
-from test_tune import KnobFakeMeasurer
+from fakes import RANDOM, KnobFakeRunner, fake
 from tuner.records import MeasureResult, Record
 from tuner.tune import TuneSettings, tune
 
@@ -50,13 +50,13 @@ def test_search_compare_measures_each_searchs_top_configs_again_and_keeps_the_fa
     assert row["remeasured_random_best_rank"] == 1 and row["remeasured_model_best_rank"] == 1
 
 
-class _LoggingMeasurer:
-    """Records when each measurement of a job runs; ``busy`` holds the job that is running."""
+class _LoggingBuilder:
+    """Records when each build of a job runs; ``busy`` holds the job that is running."""
 
     def __init__(self, name, log, busy):
         self.name, self.log, self.busy = name, log, busy
 
-    def measure(self, task, configs, best_s=None):
+    def build(self, task, configs):
         self.log.append((self.name, len(configs), set(self.busy)))
         time.sleep(0.002)
         return [MeasureResult((1e-3,)) for _ in configs]
@@ -67,14 +67,14 @@ def test_alternate_runs_one_job_at_a_time_in_proportion_to_the_budgets():
 
     def job(budget, batch):
         def run(alternation, name):
-            measurer = alternation.measurer(name, _LoggingMeasurer(name, log, busy))
+            builder = alternation.builder(name, _LoggingBuilder(name, log, busy))
             with lock:
                 busy.add(name)
             for done in range(0, budget, batch):
                 time.sleep(0.001)  # proposing between batches holds the turn too
                 with lock:
                     busy.remove(name)
-                measurer.measure(None, [None] * min(batch, budget - done))
+                builder.build(None, [None] * min(batch, budget - done))
                 with lock:
                     busy.add(name)
             with lock:
@@ -100,8 +100,8 @@ def test_alternate_lets_the_other_job_finish_when_one_fails():
     log = []
 
     def fine(alternation, name):
-        measurer = alternation.measurer(name, _LoggingMeasurer(name, log, set()))
-        return len(measurer.measure(None, [None] * 3))
+        builder = alternation.builder(name, _LoggingBuilder(name, log, set()))
+        return len(builder.build(None, [None] * 3))
 
     with pytest.raises(RuntimeError, match="build exploded"):
         alternate.alternate({"a": (8, failing), "b": (8, fine)})
@@ -111,7 +111,7 @@ def test_alternate_lets_the_other_job_finish_when_one_fails():
 def test_costmodel_eval_scores_line_up_with_held_out_rows(tmp_path, backend):
     model = tuner.load(small_cnn_model(channels=8, size=12))
     with tuner.Cache(tmp_path / "cache.sqlite") as cache:
-        tune(model, backend, cache, TuneSettings(trials=96, batch_size=8), measurer=KnobFakeMeasurer(),
+        tune(model, backend, cache, TuneSettings(trials=96, batch_size=8, **RANDOM), **fake(KnobFakeRunner()),
              progress=False)
         tasks = costmodel_eval.load_dataset(cache, backend, min_rows_per_task=8)
     assert len(tasks) >= 2 and all(len(t.costs_s) == len(t.features) == len(t.mods) for t in tasks)

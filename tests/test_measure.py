@@ -8,7 +8,10 @@ import pytest
 
 import tuner
 from benchmarks.models import gemm_model
-from tuner.measure import LocalMeasurer, MeasureSettings
+from tuner.builder import LocalBuilder
+from tuner.measure import MeasureSettings, measure
+from tuner.messages import Artifact
+from tuner.runner import LocalRunner
 
 pytestmark = pytest.mark.slow
 
@@ -17,6 +20,8 @@ def inject_build(tir_json, config_json, target, path):
     """A build function for tests: the config's "inject" knob picks a misbehaving kernel."""
     import tvm
 
+    import search_spaces
+    from tuner.messages import Artifact
     from tuner.workers import build_candidate
 
     kind = json.loads(config_json)["knobs"].get("inject")
@@ -43,7 +48,7 @@ def bad(X: T.Buffer(({m}, {k}), "float32"), W: T.Buffer(({k}, {n}), "float32"), 
         Y[i, j] = T.float32(12345.0)
 """)
     tvm.compile(tvm.IRModule({"main": bad}), target=tvm.target.Target(target)).export_library(path)
-    return {"status": "ok", "path": path}
+    return Artifact(search_spaces.Config.from_json(config_json), path)
 
 
 @pytest.fixture(scope="module")
@@ -66,14 +71,33 @@ def _config(space, **inject):
     return default.replace(**inject) if inject else default
 
 
+class Roles:
+    """A local builder and runner with one set of settings, closed together."""
+
+    def __init__(self, backend, settings=MeasureSettings(), build_fn=None, runner_class=LocalRunner):
+        extra = {"build_fn": build_fn} if build_fn else {}
+        self.builder = LocalBuilder(backend, settings, **extra)
+        self.runner = runner_class(backend, settings)
+
+    def measure(self, task, configs, best_s=None):
+        return measure(self.builder, self.runner, task, configs, best_s)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.builder.close()
+        self.runner.close()
+
+
 def test_errors_are_recorded_and_measuring_goes_on(task, backend, space):
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     configs = [_config(space, inject="crash"), _config(space, inject="hang"), _config(space, inject="wrong"),
                _config(space)]
     settings = MeasureSettings(run_timeout_s=5, repeat=2, min_repeat_ms=1, max_flushed_runs=2)
-    with LocalMeasurer(backend, settings, build_fn=inject_build) as measurer:
-        crash, hang, wrong, good = measurer.measure(task, configs)
-        again = measurer.measure(task, [_config(space)])[0]
+    with Roles(backend, settings, build_fn=inject_build) as roles:
+        crash, hang, wrong, good = roles.measure(task, configs)
+        again = roles.measure(task, [_config(space)])[0]
     assert crash.error_kind == "crash", crash.error_msg
     assert hang.error_kind == "timeout"
     assert wrong.error_kind == "wrong_result" and "differs" in wrong.error_msg
@@ -82,15 +106,15 @@ def test_errors_are_recorded_and_measuring_goes_on(task, backend, space):
     assert again.ok
 
 
-class ScriptedRuns(LocalMeasurer):
-    """Real builds; each timed run returns the next result of ``script``, and its ``check`` flag is kept."""
+class ScriptedRuns(LocalRunner):
+    """Each timed run returns the next result of ``script``, and its ``check`` flag is kept."""
 
     def __init__(self, backend, settings, script):
         super().__init__(backend, settings)
         self.script = iter(script)
         self.checks = []
 
-    def _run(self, built, io, check):
+    def _run(self, artifact, io, check):
         self.checks.append(check)
         return next(self.script)
 
@@ -106,13 +130,13 @@ def test_a_timing_near_the_best_is_confirmed_by_more_runs_and_a_failing_one_is_i
               ok(1.02), MeasureResult.error("crash", "died"),  # within 3 %: run again, and it crashes
               ok(0.5), ok(0.6), ok(0.4)]  # a new best, confirmed
     settings = MeasureSettings(repeat=1, min_repeat_ms=1, confirm_runs=2, confirm_within=0.03, check_first=1)
-    with ScriptedRuns(backend, settings, script) as measurer:
-        first, far, flaky, new_best = measurer.measure(task, [_config(space)] * 4)
-        assert next(measurer.script, None) is None
+    with ScriptedRuns(backend, settings, script) as runner:
+        first, far, flaky, new_best = runner.run(task, [Artifact(_config(space))] * 4)
+        assert next(runner.script, None) is None
     assert first.costs_s == (1.0, 1.1, 0.9) and far.costs_s == (2.0,)
     assert flaky.error_kind == "crash" and flaky.error_msg == "on running it again: died"
     assert new_best.costs_s == (0.5, 0.6, 0.4)
-    assert measurer.checks == [True] + [False] * 8  # only the first candidate is checked; runs again never
+    assert runner.checks == [True] + [False] * 8  # only the first candidate is checked; runs again never
 
 
 def test_the_best_known_from_before_is_the_best_so_far_for_confirmations(task, backend, space):
@@ -124,26 +148,26 @@ def test_the_best_known_from_before_is_the_best_so_far_for_confirmations(task, b
     script = [ok(1.0),  # slower than the best known (0.5): one run, though the measurer's first
               ok(0.51), ok(0.5), ok(0.49)]  # within 3 % of it: confirmed
     settings = MeasureSettings(repeat=1, min_repeat_ms=1, confirm_runs=2, confirm_within=0.03, check_first=0)
-    with ScriptedRuns(backend, settings, script) as measurer:
-        slow, near = measurer.measure(task, [_config(space)] * 2, best_s=0.5)
-        assert next(measurer.script, None) is None
+    with ScriptedRuns(backend, settings, script) as runner:
+        slow, near = runner.run(task, [Artifact(_config(space))] * 2, best_s=0.5)
+        assert next(runner.script, None) is None
     assert slow.costs_s == (1.0,) and near.costs_s == (0.51, 0.5, 0.49)
 
 
 def test_a_build_past_its_time_limit_is_a_timeout_and_the_batch_goes_on(task, backend, space):
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     settings = MeasureSettings(build_timeout_s=3, build_workers=1, repeat=1, min_repeat_ms=1)
-    with LocalMeasurer(backend, settings, build_fn=inject_build) as measurer:
-        hung, good = measurer.measure(task, [_config(space, inject="build_hang"), _config(space)])
+    with Roles(backend, settings, build_fn=inject_build) as roles:
+        hung, good = roles.measure(task, [_config(space, inject="build_hang"), _config(space)])
     assert hung.error_kind == "timeout" and "build did not finish" in hung.error_msg
     assert good.ok
 
 
 def test_the_reference_is_not_held_to_the_build_time_limit(task, backend, space):
     # no candidate compiles in 10 ms, but the task's reference (for the correctness checks) has its own limit
-    with LocalMeasurer(backend, MeasureSettings(build_timeout_s=0.01)) as measurer:
-        assert measurer._prepare(task).reference_ok
-        (result,) = measurer.measure(task, [_config(space)])
+    with Roles(backend, MeasureSettings(build_timeout_s=0.01)) as roles:
+        assert roles.runner._prepare(task).reference_ok
+        (result,) = roles.measure(task, [_config(space)])
     assert result.error_kind == "timeout"
 
 
@@ -158,8 +182,8 @@ def test_cold_timing_runs_as_often_as_fill_the_budget_within_bounds_and_hot_timi
     }
     counts = {}
     for name, (backend, settings) in runs.items():
-        with LocalMeasurer(backend, settings) as measurer:
-            (result,) = measurer.measure(task, [_config(space)])
+        with Roles(backend, settings) as roles:
+            (result,) = roles.measure(task, [_config(space)])
         assert result.ok, result.error_msg
         counts[name] = len(result.costs_s)
     assert counts == {"hot": 2, "cold, capped": 7, "cold, floor": 3}
@@ -182,6 +206,6 @@ def test_invalid_config_is_an_error_not_a_crash(task, backend):
     import search_spaces
 
     bad = search_spaces.Config.from_dict("no_such_rule", {"x": 1})
-    with LocalMeasurer(backend, MeasureSettings(repeat=1, min_repeat_ms=1)) as measurer:
-        (result,) = measurer.measure(task, [bad])
+    with Roles(backend, MeasureSettings(repeat=1, min_repeat_ms=1)) as roles:
+        (result,) = roles.measure(task, [bad])
     assert result.error_kind == "invalid_config" and "no_such_rule" in result.error_msg

@@ -113,10 +113,11 @@ def test_build_packs_weights_once(backend):
 
 @pytest.mark.slow
 def test_measurement_checks_and_times_the_prepacked_compute(conv_task, backend):
-    from tuner.measure import LocalMeasurer, MeasureSettings
+    from tuner.measure import MeasureSettings, measure
 
     space = search_spaces.space_for(conv_task.func, backend.tvm_target())
     default = space.default_config()
-    with LocalMeasurer(backend, MeasureSettings(repeat=2, min_repeat_ms=1)) as measurer:
-        packed, plain = measurer.measure(conv_task, [default, default.replace(pack=False)])
+    settings = MeasureSettings(repeat=2, min_repeat_ms=1)
+    with tuner.LocalBuilder(backend, settings) as builder, tuner.LocalRunner(backend, settings) as runner:
+        packed, plain = measure(builder, runner, conv_task, [default, default.replace(pack=False)])
     assert packed.ok and plain.ok, (packed, plain)  # both were checked against the unscheduled function

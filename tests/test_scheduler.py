@@ -4,7 +4,7 @@ import pytest
 
 import tuner
 from tuner.scheduler import GradientScheduler, WorkShareScheduler, create_scheduler
-from tuner.tune import TaskState
+from tuner.state import TaskState
 
 
 def _state(name, weight=1, flops=1e6, history=()):

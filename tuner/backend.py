@@ -15,7 +15,7 @@ import os
 import platform
 from dataclasses import dataclass, field
 
-from .errors import TargetError
+from .errors import TargetError, error_line
 
 # ISA features that matter to vectorized code. When LLVM's CPU model claims one
 # that the running CPU does not report (a hypervisor can hide AVX-512, say), we
@@ -33,9 +33,8 @@ _CPUINFO_NAMES = {"sse4.2": "sse4_2", "avx512bf16": "avx512_bf16", "avx512vnni":
 # How candidates are timed. "hot": a run repeats on the same buffers, which stay in the CPU caches.
 # "cold": the caches of every argument but the first (the input, which in a model the previous layer
 # has just written) are flushed before each timed run, so that the weights come from memory as they
-# do in the model. Hot times mispredict in-model times for tasks whose weights pass the caches
-# (ResNet-18's classifier, 2 MB of weights, on a Zen 3: hot 0.045 ms, cold 0.239, in the model
-# 0.251), and can rank configs in the wrong order there.
+# do in the model. Hot times mispredict in-model times for tasks whose weights pass the caches, and
+# can rank configs in the wrong order there (docs/benchmarks.md).
 TIMINGS = ("cold", "hot")
 DEFAULT_TIMING = "cold"
 
@@ -207,8 +206,7 @@ def resolve_backend(spec="host", device: str | None = None, timing: str = DEFAUL
     try:
         target = tvm.target.Target(target_dict)
     except Exception as err:  # TVM raises ValueError/TVMError with a multi-line text
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise TargetError(f"target {json.dumps(target_dict)} is rejected by TVM: {first}") from None
+        raise TargetError(f"target {json.dumps(target_dict)} is rejected by TVM: {error_line(err)}") from None
     features = tuple(sorted(str(f) for f in codegen.llvm_get_cpu_features(target)))
     return Backend(
         target=_canonical(target),

@@ -4,9 +4,8 @@ The two are timed in alternation (``interleaved_s``): each round times one batch
 each, so that the machine's speed drifting during the comparison (other work on a
 shared host) affects both alike; the medians over the rounds are compared. Each
 batch starts after a pause (``settle_s``): both runtimes keep their worker threads
-spinning for a while after a call (TVM's yield 300,000 times, ~0.3 s here), and a
-batch started at once shares the cores with the other one's spinning threads: with
-no pause, whichever ran second measured up to 10x slower on this 2-core machine.
+spinning for a while after a call, and a batch started at once shares the cores with
+the other one's spinning threads (docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import BuildError
+from .errors import BuildError, error_line
 from .model import InputSpec
 from .tasks import Partition, partition
 
@@ -103,16 +103,17 @@ def schedule_task(task, target, record=None):
     """Schedule one task with ``record``'s config, or with its space's default. Returns (func, TaskSchedule)."""
     import search_spaces
 
+    from .lower import lower
+
     space = search_spaces.space_for(task.func, target)
     note = ""
     if record is not None:
         try:
-            schedule = space.apply(search_spaces.Config.from_json(record.config))
-            return schedule.mod["main"], _task_schedule(task, space.rule, "cache", record.result.mean_s)
-        except (search_spaces.InvalidConfigError, ValueError, KeyError) as err:
+            lowered = lower(task.func, search_spaces.Config.from_json(record.config), target, space)
+            return lowered.func, _task_schedule(task, space.rule, "cache", record.result.mean_s)
+        except search_spaces.InvalidConfigError as err:
             note = f"cached config rejected ({err}); default used"
-    schedule = space.apply(space.default_config())
-    return schedule.mod["main"], _task_schedule(task, space.rule, "default", None, note)
+    return lower(task.func, None, target, space).func, _task_schedule(task, space.rule, "default", None, note)
 
 
 def _task_schedule(task, rule, source, cost_s, note=""):
@@ -147,6 +148,5 @@ def build(model, backend, cache=None) -> BuiltModel:
         module = prepack_weights(module, backend.tvm_target())
         executable = tvm.compile(module, target=backend.tvm_target())
     except Exception as err:  # codegen failures carry long C++ traces
-        lines = [line for line in str(err).strip().splitlines() if line.strip()]
-        raise BuildError(f"compiling {model.name} failed: {lines[-1].strip() if lines else type(err).__name__}") from err
+        raise BuildError(f"compiling {model.name} failed: {error_line(err, last=True)}") from err
     return BuiltModel(executable, model.name, model.inputs, model.output_names, backend, schedules)

@@ -70,7 +70,7 @@ def config_hash(config_json: str) -> str:
 
 
 class Cache:
-    """A tuning-log database at ``path`` (created if missing)."""
+    """A tuning-log database at ``path`` (created if missing; ``":memory:"``: kept in memory only)."""
 
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = Path(path) if path is not None else default_cache_path()
@@ -212,9 +212,11 @@ class _Transaction:
 
 
 def _open(path: Path) -> sqlite3.Connection:
-    if path.exists() and not path.is_file():
+    in_memory = str(path) == ":memory:"  # SQLite's name for a database that is never written to disk
+    if not in_memory and path.exists() and not path.is_file():
         raise CacheError(f"cache path {path} is not a file")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not in_memory:
+        path.parent.mkdir(parents=True, exist_ok=True)
     try:
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         conn.row_factory = sqlite3.Row
@@ -257,7 +259,8 @@ def _where(**columns) -> tuple[str, tuple]:
 
 def _record_row(record: Record) -> tuple:
     return (record.backend_key, record.workload_key, record.task_name, record.config, config_hash(record.config),
-            json.dumps(record.result.to_json()), record.result.mean_s, record.result.error_kind,
+            json.dumps(record.result.to_json()), record.result.mean_s,
+            record.result.error_kind.value if record.result.error_kind else None,
             json.dumps(record.versions, sort_keys=True), record.created_at)
 
 

@@ -8,11 +8,13 @@ import sys
 from contextlib import contextmanager
 
 from .backend import DEFAULT_TIMING, TIMINGS
+from .budget import DEFAULT_MAX_S, DEFAULT_S_PER_TASK
 from .errors import TunerError
-from .measure import LocalMeasurer, MeasureSettings
+from .measure import MeasureSettings
 from .progress import format_seconds
 from .scheduler import SCHEDULERS
-from .search import SEARCHES
+from .strategy import SEARCHES
+from .tune import TuneSettings
 
 EXIT_USAGE = 2
 
@@ -36,23 +38,44 @@ def _add_cache_arg(parser) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tuner", description="Auto-tune ONNX models with TVM.")
     commands = parser.add_subparsers(dest="command", required=True)
-
     tasks = commands.add_parser("tasks", help="list the fused subgraphs (tasks) of a model")
     _add_model_args(tasks)
     tasks.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_tune_args(commands.add_parser("tune", help="measure schedules for every task and store them in the cache"))
+    build = commands.add_parser("build", help="compile a model from the tuning cache (measures nothing)")
+    _add_model_args(build)
+    _add_cache_arg(build)
+    build.add_argument("-o", "--output", required=True, metavar="OUT.so", help="shared library to write")
+    bench = commands.add_parser("bench", help="build from the cache and compare with ONNX Runtime")
+    _add_model_args(bench)
+    _add_cache_arg(bench)
+    bench.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
+    bench.add_argument("--repeat", type=int, default=7, help="timed repeats of each side (default 7)")
+    bench.add_argument("--profile", action="store_true", help="also show the time each task takes in one run")
+    _add_cache_commands(commands.add_parser("cache", help="inspect, export or import the tuning-log cache"))
+    return parser
 
-    tune = commands.add_parser("tune", help="measure schedules for every task and store them in the cache")
+
+def _add_tune_args(tune) -> None:
     _add_model_args(tune)
     _add_cache_arg(tune)
-    tune.add_argument("--trials", type=int, required=True,
-                      help="total trials for this model on this backend, counting records already in the cache")
-    tune.add_argument("--time", metavar="DURATION", help="wall-clock budget, e.g. 90s, 20m, 1h (default: none)")
-    tune.add_argument("--scheduler", default="work-share", choices=list(SCHEDULERS),
-                      help="how trials are spread over tasks (default: work-share)")
-    tune.add_argument("--search", default="random", choices=list(SEARCHES),
-                      help="random sampling and mutation, or cost-model-guided evolutionary search")
-    tune.add_argument("--batch-size", type=int, help="candidates measured per batch (default 16 for random "
-                      "search, 8 for model-guided)")
+    tune.add_argument("--time", metavar="DURATION", help="wall-clock budget, e.g. 90s, 20m, 1h (default without "
+                      f"--trials: {DEFAULT_S_PER_TASK:g} s a task, at most {DEFAULT_MAX_S / 60:g} min)")
+    tune.add_argument("--trials", type=int, help="total trials for this model on this backend, counting records "
+                      "already in the cache (with --time: whichever ends first)")
+    tune.add_argument("--search", default=TuneSettings.search, choices=list(SEARCHES),
+                      help=f"cost-model-guided search or random sampling (default {TuneSettings.search})")
+    tune.add_argument("--search-option", action="append", default=[], metavar="NAME=VALUE",
+                      help="a setting of the search (repeatable), e.g. population=256; an unknown name lists them")
+    tune.add_argument("--scheduler", default=TuneSettings.scheduler, choices=list(SCHEDULERS),
+                      help=f"how the budget is spread over tasks (default {TuneSettings.scheduler})")
+    tune.add_argument("--cost-model", default="xgb", metavar="KIND",
+                      help="the model that ranks candidates for model-guided search: xgb (default) or random")
+    tune.add_argument("--load-cost-model", metavar="FILE", help="start from a saved cost model: it ranks "
+                      "candidates until this run has measured enough to retrain it")
+    tune.add_argument("--save-cost-model", metavar="FILE.json", help="save the cost model trained in this run")
+    tune.add_argument("--batch-size", type=int, help="candidates measured per batch (default 8 for model-guided "
+                      "search, 16 for random)")
     tune.add_argument("--seed", type=int, default=0)
     tune.add_argument("--build-timeout", type=float, default=MeasureSettings.build_timeout_s, metavar="SECONDS",
                       help="a candidate whose compilation takes longer is recorded as a timeout "
@@ -66,19 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
     tune.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    build = commands.add_parser("build", help="compile a model from the tuning cache (measures nothing)")
-    _add_model_args(build)
-    _add_cache_arg(build)
-    build.add_argument("-o", "--output", required=True, metavar="OUT.so", help="shared library to write")
 
-    bench = commands.add_parser("bench", help="build from the cache and compare with ONNX Runtime")
-    _add_model_args(bench)
-    _add_cache_arg(bench)
-    bench.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
-    bench.add_argument("--repeat", type=int, default=7, help="timed repeats of each side (default 7)")
-    bench.add_argument("--profile", action="store_true", help="also show the time each task takes in one run")
-
-    cache = commands.add_parser("cache", help="inspect, export or import the tuning-log cache")
+def _add_cache_commands(cache) -> None:
     actions = cache.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="records per backend and task")
     _add_cache_arg(listing)
@@ -90,7 +102,6 @@ def _parser() -> argparse.ArgumentParser:
     importing = actions.add_parser("import", help="read records from a JSON-lines export")
     _add_cache_arg(importing)
     importing.add_argument("file", help="export file to read")
-    return parser
 
 
 def _load_model(args):
@@ -136,19 +147,52 @@ def _cmd_tasks(args) -> None:
 
 
 def _cmd_tune(args) -> None:
-    from .tune import TuneSettings, tune
+    from .tune import tune
 
-    settings = TuneSettings(trials=args.trials, batch_size=args.batch_size, seed=args.seed,
-                            scheduler=args.scheduler, search=args.search, time_budget_s=parse_duration(args.time) if args.time else None)
+    settings = TuneSettings(trials=args.trials, time_budget_s=parse_duration(args.time) if args.time else None,
+                            search=args.search, scheduler=args.scheduler, batch_size=args.batch_size,
+                            seed=args.seed, search_options=dict(_option(text) for text in args.search_option))
+    strategy = settings.create_strategy()
     measure_settings = MeasureSettings(build_timeout_s=args.build_timeout, run_timeout_s=args.run_timeout,
                                        confirm_runs=args.confirm_runs)
+    cost_model = _cost_model(args, strategy)
     model, backend = _load_model(args), _backend(args)
-    with _open_cache(args.cache) as cache, LocalMeasurer(backend, measure_settings) as measurer:
-        report = tune(model, backend, cache, settings, measurer=measurer, progress=not args.quiet)
+    with _open_cache(args.cache) as cache:
+        report = tune(model, backend, cache, settings, strategy=strategy, cost_model=cost_model,
+                      measure_settings=measure_settings, progress=not args.quiet)
     print(report.table())
     if args.json:
         with open(args.json, "w") as stream:
             json.dump(report.to_json(), stream, indent=2)
+    if args.save_cost_model:
+        cost_model.save(args.save_cost_model, backend=backend.key)
+        print(f"saved the cost model to {args.save_cost_model}")
+
+
+def _option(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value:
+        raise TunerError(f"--search-option {text!r} is not of the form NAME=VALUE (e.g. population=256)")
+    return name, value
+
+
+def _cost_model(args, strategy):
+    """The cost model the command line asks for (loaded, or a new one of its kind), checked before any
+    tuning; None for a search that uses none."""
+    import costmodel
+
+    if strategy.training() is None:
+        if args.load_cost_model or args.save_cost_model:
+            raise TunerError(f"--load-cost-model and --save-cost-model need a search that uses a cost model "
+                             f"(--search model), not {strategy.name!r}")
+        return None
+    if args.save_cost_model and args.cost_model == "xgb" and \
+            not args.save_cost_model.endswith(costmodel.model.BOOSTER_SUFFIXES):
+        raise TunerError(f"--save-cost-model {args.save_cost_model}: an xgb cost model file ends in "
+                         f"{' or '.join(costmodel.model.BOOSTER_SUFFIXES)}")
+    if args.load_cost_model:
+        return costmodel.load_cost_model(args.load_cost_model)
+    return costmodel.create_cost_model(args.cost_model, seed=args.seed)
 
 
 def parse_duration(text: str) -> float:

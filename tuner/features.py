@@ -8,19 +8,19 @@ and extract the same configs again.
 from __future__ import annotations
 
 
-def _apply_all(space, configs):
-    """Modules of what is timed for each config (its compute, weights prepacked);
+def _timed_modules(space, task_func, configs, target):
+    """Modules of what is timed for each config (``lower``: its compute, weights prepacked);
     None where a config does not fit."""
     import tvm
 
     import search_spaces
 
-    from .prepack import split_prepack
+    from .lower import lower
 
     mods = []
     for config in configs:
         try:
-            mods.append(tvm.IRModule({"main": split_prepack(space.apply(config).mod["main"]).compute}))
+            mods.append(tvm.IRModule({"main": lower(task_func, config, target, space).split().compute}))
         except search_spaces.InvalidConfigError:
             mods.append(None)
     return mods
@@ -30,7 +30,7 @@ def extract_rows(space, task_func, configs, backend) -> list:
     """One feature row per config (None for a config that cannot be applied)."""
     import costmodel
 
-    mods = _apply_all(space, configs)
+    mods = _timed_modules(space, task_func, configs, backend.tvm_target())
     usable = [mod for mod in mods if mod is not None]
     if not usable:
         return [None] * len(configs)
@@ -109,7 +109,7 @@ def features_for_records(cache, backend, workload: dict, records, version: str, 
         for record in missing:
             try:
                 configs.append(search_spaces.Config.from_json(record.config))
-            except (search_spaces.InvalidConfigError, ValueError):
+            except search_spaces.InvalidConfigError:
                 continue
         rows = extract_rows(space, func, configs, backend)
         cache.add_features(backend.key, workload["workload_key"], version,

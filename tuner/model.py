@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ModelError, ShapeError, UnsupportedOperatorError
+from .errors import ModelError, ShapeError, UnsupportedOperatorError, error_line
 
 # Domains whose ops the TVM importer converts by op type alone.
 _KNOWN_DOMAINS = ("", "ai.onnx", "com.microsoft")
@@ -82,8 +82,7 @@ def _read(path_or_model):
     try:
         proto = onnx.load(str(path))
     except Exception as err:  # protobuf's DecodeError and friends; external-data errors
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelError(f"{path} is not a readable ONNX model: {reason}") from None
+        raise ModelError(f"{path} is not a readable ONNX model: {error_line(err)}") from None
     if proto.ir_version == 0 or not proto.graph.node:
         raise ModelError(f"{path} is not an ONNX model (no IR version or no graph nodes)")
     return proto, path.stem
@@ -95,9 +94,7 @@ def _check(proto, name: str) -> None:
     try:
         onnx.checker.check_model(proto)
     except (onnx.checker.ValidationError, ValueError) as err:
-        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-        reason = lines[0] if lines else type(err).__name__
-        raise ModelError(f"{name} fails the ONNX checker: {reason}") from None
+        raise ModelError(f"{name} fails the ONNX checker: {error_line(err)}") from None
 
 
 def _supported_op_types() -> set[str]:
@@ -226,6 +223,4 @@ def _import_relax(model: Model):
     try:
         return from_onnx(model.proto, shape_dict=shape_dict, dtype_dict=dtype_dict)
     except Exception as err:  # the frontend raises many types, all with long texts
-        lines = [line for line in str(err).strip().splitlines() if line.strip()]
-        reason = lines[-1].strip() if lines else type(err).__name__
-        raise ModelError(f"importing {model.name} into TVM failed: {reason}") from err
+        raise ModelError(f"importing {model.name} into TVM failed: {error_line(err, last=True)}") from err

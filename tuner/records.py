@@ -6,11 +6,27 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 
 SCHEMA_VERSION = 1
 
-# Why a candidate has no timing. Anything else a runner meets is a bug and propagates.
-ERROR_KINDS = ("invalid_config", "build", "run", "crash", "timeout", "wrong_result")
+
+class ErrorKind(str, Enum):
+    """Why a candidate has no timing. Anything else a builder or runner meets is a bug and propagates.
+    The values are what the cache stores."""
+
+    INVALID_CONFIG = "invalid_config"  # the config does not fit the task's search space
+    BUILD = "build"  # compilation failed
+    RUN = "run"  # the kernel raised an error when run
+    CRASH = "crash"  # the worker process died (a segfault, an abort, a signal)
+    TIMEOUT = "timeout"  # building or running took longer than its limit
+    WRONG_RESULT = "wrong_result"  # outputs differ from the unscheduled function's
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ERROR_KINDS = tuple(kind.value for kind in ErrorKind)
 
 
 @dataclass(frozen=True)
@@ -18,7 +34,7 @@ class MeasureResult:
     """Costs of the repeats in seconds, or an error kind with its message. Never a stand-in number."""
 
     costs_s: tuple[float, ...] = ()
-    error_kind: str | None = None
+    error_kind: ErrorKind | None = None
     error_msg: str = ""
 
     def __post_init__(self):
@@ -27,6 +43,8 @@ class MeasureResult:
                 raise ValueError(f"a successful MeasureResult needs positive finite costs, got {self.costs_s}")
         elif self.error_kind not in ERROR_KINDS:
             raise ValueError(f"unknown error kind {self.error_kind!r}; expected one of {', '.join(ERROR_KINDS)}")
+        else:
+            object.__setattr__(self, "error_kind", ErrorKind(self.error_kind))
 
     @property
     def ok(self) -> bool:
@@ -37,7 +55,7 @@ class MeasureResult:
         return sum(self.costs_s) / len(self.costs_s) if self.ok else None
 
     @classmethod
-    def error(cls, kind: str, message: str) -> "MeasureResult":
+    def error(cls, kind: ErrorKind | str, message: str) -> "MeasureResult":
         return cls((), kind, message)
 
     def to_json(self) -> dict:

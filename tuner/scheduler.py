@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from .errors import TunerError
+from .errors import SettingsError
 
 
 class WorkShareScheduler:
@@ -120,5 +120,5 @@ SCHEDULERS = {"work-share": WorkShareScheduler, "gradient": GradientScheduler}
 
 def create_scheduler(kind: str):
     if kind not in SCHEDULERS:
-        raise TunerError(f"unknown task scheduler {kind!r}; choose one of {', '.join(SCHEDULERS)}")
+        raise SettingsError(f"unknown task scheduler {kind!r}; choose one of {', '.join(SCHEDULERS)}")
     return SCHEDULERS[kind]()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import BuildError
+from .errors import BuildError, error_line
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,7 @@ def fuse(relax_module, target):
         fused = relax.transform.RewriteDataflowReshape()(fused)
         fused = relax.transform.DeadCodeElimination()(fused)
     except Exception as err:  # a lowering failure deep inside TVM
-        lines = [line for line in str(err).strip().splitlines() if line.strip()]
-        raise BuildError(f"fusing the model failed: {lines[-1].strip() if lines else type(err).__name__}") from err
+        raise BuildError(f"fusing the model failed: {error_line(err, last=True)}") from err
     return _mark_layout_free(fused)
 
 

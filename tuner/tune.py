@@ -1,8 +1,11 @@
-"""Tune a model: spend a trial budget over its tasks, measure candidates, store every result.
+"""Tune a model: spend a budget over its tasks, measure candidates, store every result.
 
-The budget counts what the cache already holds for this model on this backend,
-so a re-run after a crash continues up to the same total and a larger budget
-tunes further. Each batch is written to the cache as soon as it is measured.
+The roles (builder, runner, search strategy, cost model, task scheduler) are keyword
+arguments of ``tune``: each defaults to the one ``TuneSettings`` names, and any object
+with the role's interface can stand in. A trial budget counts what the cache already
+holds for this model on this backend, so a re-run after a crash continues up to the
+same total and a larger budget tunes further; a time budget is this run's wall-clock
+time. Each batch is written to the cache as soon as it is measured.
 """
 
 from __future__ import annotations
@@ -13,90 +16,45 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import TunerError
+from .budget import Budget
+from .errors import SettingsError
+from .measure import MeasureSettings, measure
 from .progress import Progress, format_seconds
 from .records import Record
 from .scheduler import create_scheduler
-from .search import check_search, create_search
+from .state import load_state
+from .strategy import SearchContext, check_batch_size
 from .tasks import partition
 
 
 @dataclass(frozen=True)
 class TuneSettings:
-    """``trials`` is the model's total budget on the backend, records already in the cache included."""
+    """What to tune for and how. With neither ``trials`` nor ``time_budget_s``, the budget is time:
+    ``budget.DEFAULT_S_PER_TASK`` per task, at most ``budget.DEFAULT_MAX_S``."""
 
-    trials: int
-    batch_size: int | None = None  # None: the search's own (its ``batch_size``)
-    seed: int = 0
-    mutate_share: float = 0.5  # share of a batch made by mutating the best configs found so far
-    top_k: int = 4
-    scheduler: str = "work-share"  # or "gradient"
-    search: str = "random"  # or "model": cost-model-guided
-    population: int = 192  # fewest candidates the cost model scores per proposal ("model" search; more when
-    # measuring a batch of the task takes long enough to score more in that time)
+    trials: int | None = None  # the model's total on the backend, records already in the cache included
     time_budget_s: float | None = None  # stop starting new batches after this long
+    search: str = "model"  # cost-model-guided; or "random"
+    scheduler: str = "gradient"  # or "work-share"
+    search_options: dict = field(default_factory=dict, hash=False)  # fields of the search's settings class
+    batch_size: int | None = None  # None: the search's own
+    seed: int = 0
+    top_k: int = 4  # best configs kept per task (the parents of mutations)
 
     def __post_init__(self):
-        if self.trials < 0:
-            raise TunerError(f"the trial budget must be zero or more, got {self.trials}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise TunerError(f"the batch size must be at least 1, got {self.batch_size}")
-        if not 0.0 <= self.mutate_share <= 1.0:
-            raise TunerError(f"mutate_share must be between 0 and 1, got {self.mutate_share}")
+        if self.trials is not None and self.trials < 0:
+            raise SettingsError(f"the trial budget must be zero or more, got {self.trials}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
-            raise TunerError(f"the time budget must be positive, got {self.time_budget_s} s")
+            raise SettingsError(f"the time budget must be positive, got {self.time_budget_s} s")
+        if self.batch_size is not None:
+            check_batch_size(self.batch_size)
         create_scheduler(self.scheduler)
-        check_search(self.search)
+        self.create_strategy()  # an unknown kind or option is an error before any work
 
+    def create_strategy(self):
+        from .strategy import create_strategy
 
-@dataclass
-class TaskState:
-    """What the tuner knows of one task: its space, the configs tried, the best cost."""
-
-    task: object
-    space: object
-    target_trials: int = 0
-    seen: set = field(default_factory=set)
-    best: list = field(default_factory=list)  # (cost_s, config_json), best first, at most top_k
-    family_best: dict = field(default_factory=dict)  # the space's family -> (cost_s, config_json) of its best
-    trials: int = 0
-    exhausted: bool = False
-    history: list = field(default_factory=list)  # (trials, best_s) after each batch
-
-    @property
-    def best_s(self) -> float | None:
-        return self.best[0][0] if self.best else None
-
-    def observe(self, config_json: str, result, top_k: int) -> None:
-        self.seen.add(config_json)
-        self.trials += 1
-        if result.ok:
-            self.best.append((result.mean_s, config_json))
-            self.best.sort()
-            del self.best[top_k:]
-            family = self._family(config_json)
-            if family is not None and (family not in self.family_best or result.mean_s < self.family_best[family][0]):
-                self.family_best[family] = (result.mean_s, config_json)
-
-    def best_families(self, count: int) -> list:
-        """The best measured config (JSON) of each of the ``count`` best families, best first."""
-        return [config for _, config in sorted(self.family_best.values())[:count]]
-
-    def _family(self, config_json: str):
-        import search_spaces
-
-        if self.space is None:
-            return None
-        try:
-            config = search_spaces.Config.from_json(config_json)
-            self.space.validate(config)
-        except ValueError:  # InvalidConfigError included: a record of an older space
-            return None
-        return self.space.family(config)
-
-    def end_batch(self) -> None:
-        if self.best:
-            self.history.append((self.trials, self.best_s))
+        return create_strategy(self.search, **self.search_options)
 
 
 @dataclass(frozen=True)
@@ -109,6 +67,7 @@ class TuneReport:
     tasks: tuple[dict, ...]
     search: dict = field(default_factory=dict)
     curve: tuple[tuple[int, float | None], ...] = ()  # (trials, estimated model latency in ms) after each batch
+    budget: str = ""
 
     @property
     def estimated_ms(self) -> float | None:
@@ -118,9 +77,9 @@ class TuneReport:
         return sum(task["weight"] * task["best_ms"] for task in self.tasks)
 
     def to_json(self) -> dict:
-        return {"model": self.model, "backend": self.backend, "trials": self.trials, "measured": self.measured,
-                "elapsed_s": self.elapsed_s, "estimated_ms": self.estimated_ms, "search": self.search,
-                "tasks": list(self.tasks), "curve": [list(point) for point in self.curve]}
+        return {"model": self.model, "backend": self.backend, "budget": self.budget, "trials": self.trials,
+                "measured": self.measured, "elapsed_s": self.elapsed_s, "estimated_ms": self.estimated_ms,
+                "search": self.search, "tasks": list(self.tasks), "curve": [list(point) for point in self.curve]}
 
     def table(self) -> str:
         lines = [f"{'task':<48} {'weight':>6} {'trials':>6} {'best':>10} {'GFLOP/s':>9}"]
@@ -134,92 +93,165 @@ class TuneReport:
         return "\n".join(lines)
 
 
-def _load_state(task, space, cache, backend, top_k: int) -> TaskState:
-    state = TaskState(task, space)
-    for record in cache.records(backend.key, task.workload_key):
-        state.observe(record.config, record.result, top_k)
-    state.end_batch()
-    return state
+def tune(model, backend, cache, settings: TuneSettings = TuneSettings(), *, builder=None, runner=None,
+         strategy=None, cost_model=None, scheduler=None, measure_settings: MeasureSettings = MeasureSettings(),
+         progress: bool = True) -> TuneReport:
+    """Tune ``model`` on ``backend`` within ``settings``' budget, storing every measurement in ``cache``.
+
+    ``builder`` (``builder.Builder``), ``runner`` (``runner.Runner``), ``strategy``
+    (``strategy.SearchStrategy``), ``cost_model`` (``costmodel.CostModel``, for a strategy that
+    scores with one) and ``scheduler`` replace the defaults; the roles ``tune`` makes it also closes.
+    """
+    started = time.perf_counter()
+    states = _task_states(model, backend, cache, settings.top_k)
+    budget = Budget.of(settings.trials, settings.time_budget_s, len(states))
+    scheduler = scheduler or create_scheduler(settings.scheduler)
+    strategy = strategy or settings.create_strategy()
+    spent = sum(state.trials for state in states)
+    scheduler.start(states, budget.trial_limit)
+    bar = Progress(budget.trials, budget.seconds, spent, enabled=progress)
+    bar.write(f"tuning {model.name} ({len(states)} tasks) on {backend.key} {budget.describe()}, "
+              f"{strategy.name} search, {scheduler.name} scheduler")
+    owned = []
+    if builder is None:
+        builder = _own(owned, _default_builder(backend, measure_settings))
+    if runner is None:
+        runner = _own(owned, _default_runner(backend, measure_settings))
+    measured = 0
+    curve = [(spent, _estimate_ms(states))]
+    try:
+        if budget.allows(spent, time.perf_counter() - started):
+            strategy.start(states, _context(strategy, states, backend, cache, cost_model, settings.seed + spent))
+        batch_size = settings.batch_size or strategy.batch_size
+        while budget.allows(spent, time.perf_counter() - started):
+            state = scheduler.next(states, budget.trial_limit - spent)
+            if state is None:
+                break
+            count = min(batch_size, budget.trial_limit - spent, state.target_trials - state.trials)
+            configs = _fresh(strategy.propose(state, count), state, count)
+            if not configs:
+                state.exhausted = True
+                continue
+            results = measure(builder, runner, state.task, configs, best_s=state.best_s)
+            _record(cache, backend, state, configs, results, strategy)
+            spent += len(configs)
+            measured += len(configs)
+            curve.append((spent, _estimate_ms(states)))
+            bar.update(measured if budget.trials is None else spent, _status(state, states))
+    finally:
+        bar.close()
+        for role in owned:
+            role.close()
+    return TuneReport(model.name, backend.key, spent, measured, time.perf_counter() - started,
+                      tuple(_task_summary(state) for state in states), _describe(strategy), tuple(curve),
+                      budget.describe())
 
 
-def tune(model, backend, cache, settings: TuneSettings, measurer=None, progress: bool = True) -> TuneReport:
-    """Tune ``model`` on ``backend`` until the cache holds ``settings.trials`` trials of its tasks."""
+def _task_states(model, backend, cache, top_k: int) -> list:
     import tvm
 
     import search_spaces
 
-    from .measure import LocalMeasurer
-
-    started = time.perf_counter()
-    parts = partition(model, backend)
     target = backend.tvm_target()
     cache.add_backend(backend)
     states = []
-    for task in parts.tasks:
+    for task in partition(model, backend).tasks:
         cache.add_workload(task, tvm.ir.save_json(task.func))
-        states.append(_load_state(task, search_spaces.space_for(task.func, target), cache, backend, settings.top_k))
-    spent = sum(state.trials for state in states)
-    scheduler = create_scheduler(settings.scheduler)
-    scheduler.start(states, settings.trials)
-    strategy = create_search(settings.search, backend, cache, seed=settings.seed, mutate_share=settings.mutate_share,
-                             population=settings.population)
-    if spent < settings.trials:
-        strategy.start(states)
-    rng = np.random.default_rng(settings.seed + spent)
-    batch_size = settings.batch_size or strategy.batch_size
-    own_measurer = measurer is None
-    measurer = measurer or LocalMeasurer(backend)
-    bar = Progress(total=settings.trials, done=spent, enabled=progress)
-    measured = 0
-    curve = [(spent, _estimate_ms(states))]
-    try:
-        while spent < settings.trials and not _out_of_time(started, settings.time_budget_s):
-            state = scheduler.next(states, settings.trials - spent)
-            if state is None:
-                break
-            count = min(batch_size, settings.trials - spent, state.target_trials - state.trials)
-            configs = strategy.propose(state, count, rng)
-            if not configs:
-                state.exhausted = True
-                continue
-            results = measurer.measure(state.task, configs, best_s=state.best_s)
-            cache.add_many(_records(backend, state.task, configs, results))
-            for config, result in zip(configs, results):
-                state.observe(config.to_json(), result, settings.top_k)
-            state.end_batch()
-            strategy.observe(state, configs, results)
-            spent += len(configs)
-            measured += len(configs)
-            curve.append((spent, _estimate_ms(states)))
-            bar.update(spent, _status(state, states))
-    finally:
-        bar.close()
-        if own_measurer:
-            measurer.close()
-    return TuneReport(model.name, backend.key, spent, measured, time.perf_counter() - started,
-                      tuple(_task_summary(state) for state in states), strategy.describe(), tuple(curve))
+        states.append(load_state(task, search_spaces.space_for(task.func, target), cache, backend, top_k))
+    return states
 
 
-def _out_of_time(started: float, budget_s: float | None) -> bool:
-    return budget_s is not None and time.perf_counter() - started >= budget_s
+def _default_builder(backend, settings):
+    from .builder import LocalBuilder
+
+    return LocalBuilder(backend, settings)
 
 
-def _records(backend, task, configs, results) -> list[Record]:
+def _default_runner(backend, settings):
+    from .runner import LocalRunner
+
+    return LocalRunner(backend, settings)
+
+
+def _own(owned: list, role):
+    owned.append(role)
+    return role
+
+
+def _context(strategy, states, backend, cache, cost_model, seed: int) -> SearchContext:
+    """The strategy's context; a cost model (the default XGBoost one unless given) and its trainer
+    only for a strategy that asks for one."""
+    training = strategy.training()
+    trainer = None
+    if training is not None:
+        from .training import Trainer
+
+        if cost_model is None:
+            import costmodel
+
+            cost_model = costmodel.create_cost_model("xgb", seed=seed)
+        trainer = Trainer(backend, cache, cost_model, training)
+        trainer.start(states)
+    own = {state.task.workload_key for state in states}
+    return SearchContext(np.random.default_rng(seed), tuple(states), trainer, tuple(_donors(cache, backend, own)))
+
+
+def _donors(cache, backend, own: set) -> list:
+    """The best config of each other task of ``backend`` in ``cache`` (transfer between tasks)."""
+    import search_spaces
+
+    donors = []
+    for row in cache.summary():
+        if row["backend_key"] != backend.key or row["workload_key"] in own or row["best_s"] is None:
+            continue
+        try:
+            donors.append(search_spaces.Config.from_json(cache.best(backend.key, row["workload_key"]).config))
+        except search_spaces.InvalidConfigError:  # a record of an older space
+            continue
+    return donors
+
+
+def _fresh(configs, state, count: int) -> list:
+    """At most ``count`` of a strategy's configs, none measured before or proposed twice."""
+    fresh = {}
+    for config in configs:
+        if config.to_json() not in state.seen:
+            fresh.setdefault(config.to_json(), config)
+    return list(fresh.values())[:count]
+
+
+def _record(cache, backend, state, configs, results, strategy) -> None:
+    """Store a measured batch and tell the task's state, the trainer and the strategy."""
     import tvm
 
-    versions = {"tvm": tvm.__version__, "rule": configs[0].rule if configs else ""}
-    return [Record(backend.key, task.workload_key, task.name, config.to_json(), result, versions)
-            for config, result in zip(configs, results)]
+    versions = {"tvm": tvm.__version__, "rule": configs[0].rule}
+    cache.add_many([Record(backend.key, state.task.workload_key, state.task.name, config.to_json(), result,
+                           versions) for config, result in zip(configs, results)])
+    for config, result in zip(configs, results):
+        state.observe(config.to_json(), result)
+    state.end_batch()
+    context = getattr(strategy, "context", None)
+    if context is not None and context.model is not None:
+        context.model.observe(state, configs, results)
+    strategy.observe(state, configs, results)
 
 
-def _estimate_ms(states: list[TaskState]) -> float | None:
+def _describe(strategy) -> dict:
+    context = getattr(strategy, "context", None)
+    description = dict(strategy.describe())
+    if context is not None and context.model is not None:
+        description = {**context.model.describe(), **description}
+    return description
+
+
+def _estimate_ms(states) -> float | None:
     """Sum of weight x best latency over the tasks, once every task has a measured config."""
     if any(state.best_s is None for state in states):
         return None
     return sum(state.task.weight * state.best_s for state in states) * 1e3
 
 
-def _status(state: TaskState, states: list[TaskState]) -> str:
+def _status(state, states) -> str:
     best = format_seconds(state.best_s) if state.best_s is not None else "no valid config yet"
     known = [s for s in states if s.best_s is not None]
     estimate = sum(s.task.weight * s.best_s for s in known)
@@ -227,7 +259,7 @@ def _status(state: TaskState, states: list[TaskState]) -> str:
             f"({len(known)}/{len(states)} tasks)")
 
 
-def _task_summary(state: TaskState) -> dict:
+def _task_summary(state) -> dict:
     task = state.task
     best_s = state.best_s
     return {
