@@ -112,16 +112,15 @@ def tune(model, backend, cache, settings: TuneSettings = TuneSettings(), *, buil
     bar = Progress(budget.trials, budget.seconds, spent, enabled=progress)
     bar.write(f"tuning {model.name} ({len(states)} tasks) on {backend.key} {budget.describe()}, "
               f"{strategy.name} search, {scheduler.name} scheduler")
-    owned = []
-    if builder is None:
-        builder = _own(owned, _default_builder(backend, measure_settings))
-    if runner is None:
-        runner = _own(owned, _default_runner(backend, measure_settings))
+    builder, runner, owned = _measuring_roles(builder, runner, backend, measure_settings)
     measured = 0
     curve = [(spent, _estimate_ms(states))]
+    trainer = None
     try:
         if budget.allows(spent, time.perf_counter() - started):
-            strategy.start(states, _context(strategy, states, backend, cache, cost_model, settings.seed + spent))
+            context = _context(strategy, states, backend, cache, cost_model, settings.seed + spent)
+            trainer = context.model
+            strategy.start(states, context)
         batch_size = settings.batch_size or strategy.batch_size
         while budget.allows(spent, time.perf_counter() - started):
             state = scheduler.next(states, budget.trial_limit - spent)
@@ -133,7 +132,10 @@ def tune(model, backend, cache, settings: TuneSettings = TuneSettings(), *, buil
                 state.exhausted = True
                 continue
             results = measure(builder, runner, state.task, configs, best_s=state.best_s)
-            _record(cache, backend, state, configs, results, strategy)
+            _record(cache, backend, state, configs, results)
+            if trainer is not None:
+                trainer.observe(state, configs, results)
+            strategy.observe(state, configs, results)
             spent += len(configs)
             measured += len(configs)
             curve.append((spent, _estimate_ms(states)))
@@ -143,7 +145,8 @@ def tune(model, backend, cache, settings: TuneSettings = TuneSettings(), *, buil
         for role in owned:
             role.close()
     return TuneReport(model.name, backend.key, spent, measured, time.perf_counter() - started,
-                      tuple(_task_summary(state) for state in states), _describe(strategy), tuple(curve),
+                      tuple(_task_summary(state) for state in states),
+                      {**(trainer.describe() if trainer else {}), **strategy.describe()}, tuple(curve),
                       budget.describe())
 
 
@@ -161,21 +164,19 @@ def _task_states(model, backend, cache, top_k: int) -> list:
     return states
 
 
-def _default_builder(backend, settings):
+def _measuring_roles(builder, runner, backend, settings):
+    """The builder and runner given, the local ones where none is; and those made here (to close)."""
     from .builder import LocalBuilder
-
-    return LocalBuilder(backend, settings)
-
-
-def _default_runner(backend, settings):
     from .runner import LocalRunner
 
-    return LocalRunner(backend, settings)
-
-
-def _own(owned: list, role):
-    owned.append(role)
-    return role
+    owned = []
+    if builder is None:
+        builder = LocalBuilder(backend, settings)
+        owned.append(builder)
+    if runner is None:
+        runner = LocalRunner(backend, settings)
+        owned.append(runner)
+    return builder, runner, owned
 
 
 def _context(strategy, states, backend, cache, cost_model, seed: int) -> SearchContext:
@@ -220,8 +221,8 @@ def _fresh(configs, state, count: int) -> list:
     return list(fresh.values())[:count]
 
 
-def _record(cache, backend, state, configs, results, strategy) -> None:
-    """Store a measured batch and tell the task's state, the trainer and the strategy."""
+def _record(cache, backend, state, configs, results) -> None:
+    """Store a measured batch and tell the task's state."""
     import tvm
 
     versions = {"tvm": tvm.__version__, "rule": configs[0].rule}
@@ -230,18 +231,6 @@ def _record(cache, backend, state, configs, results, strategy) -> None:
     for config, result in zip(configs, results):
         state.observe(config.to_json(), result)
     state.end_batch()
-    context = getattr(strategy, "context", None)
-    if context is not None and context.model is not None:
-        context.model.observe(state, configs, results)
-    strategy.observe(state, configs, results)
-
-
-def _describe(strategy) -> dict:
-    context = getattr(strategy, "context", None)
-    description = dict(strategy.describe())
-    if context is not None and context.model is not None:
-        description = {**context.model.describe(), **description}
-    return description
 
 
 def _estimate_ms(states) -> float | None:
