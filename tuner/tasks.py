@@ -58,6 +58,7 @@ def workload_key(func) -> str:
 def fuse(relax_module, target):
     """Legalize and fuse a Relax module for ``target`` (the "zero" pipeline), dropping pure reshapes.
 
+    The graph rewrites of ``tuner.rewrites`` run first (n-ary sums become binary adds, say).
     Inference BatchNorms are folded into the weights of the convolutions before them,
     so that they cost nothing (as ONNX Runtime does), and exp/erf/tanh use TVM's
     vectorizable fast-math expansions instead of scalar library calls. Parameters of a
@@ -66,8 +67,10 @@ def fuse(relax_module, target):
     """
     from tvm import relax
 
+    from .rewrites import rewrite
+
     try:
-        folded = relax.transform.FoldBatchnormToConv2D()(relax_module)
+        folded = relax.transform.FoldBatchnormToConv2D()(rewrite(relax_module))
         with target:
             fused = relax.get_pipeline("zero")(folded)
             fused = relax.transform.FastMathTransform()(fused)

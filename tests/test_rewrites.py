@@ -1,0 +1,111 @@
+"""Graph rewrites before partitioning: what the tasks become, and that the outputs do not change."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+import tuner
+from benchmarks.models import IR_VERSION, GraphBuilder
+from tuner.rewrites import multi_input_to_binary
+
+ACTIVATIONS = {"relu", "clip", "maximum", "minimum", "sigmoid", "tanh"}
+
+
+def _ops(task_name: str) -> set:
+    """The ops a fused task's name lists: fused_conv2d3_add5_relu2 -> {conv2d, add, relu}."""
+    return {part.rstrip("0123456789") for part in task_name.removeprefix("fused_").split("_")}
+
+
+def _multi_input_model(op_type: str) -> onnx.ModelProto:
+    """``op_type`` of three inputs of different shapes (multidirectional broadcasting), then Relu."""
+    shapes = {"a": [1, 4, 5, 6], "b": [1, 4, 1, 1], "c": [1, 1, 5, 6]}
+    node = helper.make_node(op_type, list(shapes), ["s"])
+    relu = helper.make_node("Relu", ["s"], ["y"])
+    graph = helper.make_graph([node, relu], "multi", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
+                                                      for n, s in shapes.items()],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 5, 6])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = IR_VERSION
+    return model
+
+
+@pytest.mark.parametrize("op_type", ["Sum", "Mean", "Max", "Min"])
+def test_a_multi_input_op_becomes_binary_ops_with_the_same_outputs(op_type, backend):
+    proto = _multi_input_model(op_type)
+    model = tuner.load(proto)
+    rewritten = multi_input_to_binary()(model.relax_module()).script()
+    assert "R.stack" not in rewritten and "R.broadcast_to" not in rewritten
+    rng = np.random.default_rng(0)
+    feeds = {spec.name: rng.standard_normal(spec.shape).astype(np.float32) for spec in model.inputs}
+    expected = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    got = tuner.build(model, backend).runner().run(**feeds)
+    np.testing.assert_allclose(got[0], expected[0], rtol=1e-5, atol=1e-6)
+    assert all("stack" not in task.name for task in tuner.partition(model, backend).tasks)
+
+
+def _bn_relu(b: GraphBuilder, x: str, channels: int, name: str, relu: bool = True) -> str:
+    y = b.batch_norm(x, channels, name=f"{name}.bn")
+    return b.op("Relu", [y], name=f"{name}.relu") if relu else y
+
+
+def resnet50_shaped(channels: int = 16, size: int = 8) -> onnx.ModelProto:
+    """Bottleneck blocks as the ONNX model zoo's ResNet-50 writes them: BatchNorm after each
+    bias-free conv, the residual as a ``Sum``, then Relu."""
+    b = GraphBuilder(0)
+    x = _bn_relu(b, b.conv("x", 3, channels, 3, bias=False, name="stem"), channels, "stem")
+    for block in range(2):
+        name = f"block{block}"
+        h = _bn_relu(b, b.conv(x, channels, channels // 2, 1, bias=False, name=f"{name}.a"), channels // 2, f"{name}.a")
+        h = _bn_relu(b, b.conv(h, channels // 2, channels // 2, 3, bias=False, name=f"{name}.b"), channels // 2,
+                     f"{name}.b")
+        h = _bn_relu(b, b.conv(h, channels // 2, channels, 1, bias=False, name=f"{name}.c"), channels, f"{name}.c",
+                     relu=False)
+        x = b.op("Relu", [b.op("Sum", [h, x], name=f"{name}.sum")], name=f"{name}.relu")
+    return b.make_model("resnet50_shaped", {"x": (1, 3, size, size)}, x, (1, channels, size, size))
+
+
+def densenet_shaped(channels: int = 8, growth: int = 4, size: int = 8) -> onnx.ModelProto:
+    """Dense blocks as the zoo's DenseNet writes them: each layer is BatchNorm, a scale (Mul, Add),
+    Relu and a conv on the concatenation of every earlier layer's output."""
+    b = GraphBuilder(0)
+    features = [b.conv("x", 3, channels, 3, name="stem")]
+    for layer in range(3):
+        name = f"layer{layer}"
+        width = channels + layer * growth
+        x = b.op("Concat", features, name=f"{name}.concat", axis=1) if len(features) > 1 else features[0]
+        h = b.batch_norm(x, width, name=f"{name}.bn")
+        h = b.op("Mul", [h, b.uniform(f"{name}.scale", (width, 1, 1), 0.5, 1.5)], name=f"{name}.mul")
+        h = b.op("Add", [h, b.weight(f"{name}.shift", (width, 1, 1), 0.1)], name=f"{name}.add")
+        features.append(b.conv(b.op("Relu", [h], name=f"{name}.relu"), width, growth, 3, name=f"{name}.conv"))
+    y = b.op("Concat", features, name="out.concat", axis=1)
+    return b.make_model("densenet_shaped", {"x": (1, 3, size, size)}, y, (1, channels + 3 * growth, size, size))
+
+
+def _matches_onnxruntime(proto, backend) -> None:
+    model = tuner.load(proto)
+    feeds = {"x": np.random.default_rng(0).standard_normal(model.inputs[0].shape).astype(np.float32)}
+    expected = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    got = tuner.build(model, backend).runner().run(**feeds)
+    np.testing.assert_allclose(got[0], expected[0], rtol=1e-4, atol=1e-4 * float(np.abs(expected[0]).max()))
+
+
+def test_resnet_residual_adds_and_relus_fuse_into_their_convolutions(backend):
+    proto = resnet50_shaped()
+    tasks = [task.name for task in tuner.partition(tuner.load(proto), backend).tasks]
+    assert not [name for name in tasks if {"stack", "sum", "broadcast_to"} & _ops(name)]
+    assert not [name for name in tasks if _ops(name) <= ACTIVATIONS | {"add"}]  # no activation on its own
+    assert [name for name in tasks if {"conv2d", "relu"} <= _ops(name) and name.count("add") >= 2]  # + residual
+    assert not [name for name in tasks if "batch_norm" in _ops(name)]  # folded into the convolutions
+    _matches_onnxruntime(proto, backend)
+
+
+def test_densenet_activations_run_with_their_producers(backend):
+    proto = densenet_shaped()
+    tasks = [task.name for task in tuner.partition(tuner.load(proto), backend).tasks]
+    # a BatchNorm + ReLU after a concatenation that feeds the next concatenation too is a task of its
+    # own (no kernel can take it as an epilogue), but no activation is ever left alone
+    assert not [name for name in tasks if _ops(name) <= ACTIVATIONS]
+    assert not [name for name in tasks if {"stack", "sum"} & _ops(name)]
+    _matches_onnxruntime(proto, backend)
