@@ -50,6 +50,7 @@ def multi_input_to_binary():
 
     @tvm.ir.transform.module_pass(opt_level=0, name="MultiInputToBinary")
     def transform(module, _context):
+        module = module.clone()  # the caller's module (a Model caches its own) stays as it was
         for global_var, func in module.functions_items():
             if isinstance(func, relax.Function):
                 module[global_var] = StackReduceToBinary().visit_expr(func)
