@@ -54,3 +54,13 @@ def test_cli_tasks_table_and_json(tmp_path):
     data = json.loads(run_cli("tasks", path, "--json").stdout)
     assert data["model"] == "mlp" and len(data["tasks"]) >= 2
     assert {"name", "workload_key", "weight", "flops"} <= set(data["tasks"][0])
+
+
+def test_erf_exp_and_softmax_become_vectorizable_fast_math(backend):
+    """Before legalization: after it, an erf in a fused matmul epilogue is a scalar libm call per element."""
+    from benchmarks.models import transformer_encoder_model
+
+    model = tuner.load(transformer_encoder_model(seq_len=16, d_model=32, num_heads=2, d_ff=64))
+    tasks = {task.name: task.func.script() for task in tuner.partition(model, backend).tasks}
+    assert not [name for name, script in tasks.items() if "T.erf(" in script or "T.exp(" in script]
+    assert [name for name in tasks if "fast_erf" in name] and "fast_softmax" in tasks

@@ -71,9 +71,10 @@ def fuse(relax_module, target):
 
     try:
         folded = relax.transform.FoldBatchnormToConv2D()(rewrite(relax_module))
+        # on Relax ops, before they are legalized: after, an erf is a scalar libm call per element
+        folded = relax.transform.FastMathTransform()(folded)
         with target:
             fused = relax.get_pipeline("zero")(folded)
-            fused = relax.transform.FastMathTransform()(fused)
         fused = relax.transform.RewriteDataflowReshape()(fused)
         fused = relax.transform.DeadCodeElimination()(fused)
     except Exception as err:  # a lowering failure deep inside TVM
