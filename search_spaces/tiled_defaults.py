@@ -92,12 +92,33 @@ def _window_axes(rule) -> list:
             if any(a.name in dim and dim & reduce for r in reads for dim in r.dims)]
 
 
+def _elements(rule, access) -> int:
+    """About how many elements ``access`` reads: per dimension, the largest extent indexing it."""
+    extents = {a.name: a.extent for a in rule.anchor.axes}
+    return math.prod(max((extents.get(name, 1) for name in dim), default=1) for dim in access.dims)
+
+
+def _weight_axes(rule) -> list:
+    """The spatial axes that index the weights, when the weights outweigh the other inputs (a
+    dense layer, a late conv): splitting those across the cores gives each core its own part of
+    the weights, which then stays in its caches while the rows stream by, instead of every core
+    streaming all of them from memory. Empty otherwise."""
+    reads = rule.reads[default_pad(rule)]
+    weights = [r for r in reads if r.buffer in rule.info.layout_free]
+    others = [r for r in reads if r.buffer not in rule.info.layout_free]
+    if not weights or sum(_elements(rule, r) for r in weights) <= sum(_elements(rule, r) for r in others):
+        return []
+    used = {name for r in weights for dim in r.dims for name in dim}
+    return [a for a in rule.spatial if a.name in used]
+
+
 def _parallel_split(rule, rest: dict) -> dict:
-    """S0 factors, window axes first, until the parallel loop has enough iterations."""
+    """S0 factors, until the parallel loop has enough iterations: the weights' axes first when they
+    outweigh the other inputs (``_weight_axes``), then the window axes (output rows), then the rest."""
     macs = math.prod(a.extent for a in rule.spatial + rule.reduce)
     want = min(CHUNKS_PER_CORE * rule.num_cores, max(1, macs // MIN_MACS_PER_TASK))
-    windows = _window_axes(rule)
-    order = windows + [a for a in rule.spatial if a not in windows]
+    first = _weight_axes(rule) or _window_axes(rule)
+    order = first + [a for a in rule.spatial if a not in first]
     outer = {a.name: 1 for a in rule.spatial}
     for axis in order:
         need = math.ceil(want / math.prod(outer.values()))

@@ -110,6 +110,7 @@ MODELS = {
     "matmul_17_31_23": lambda: bm.matmul_model(m=17, k=31, n=23),
     "matmul_64": lambda: bm.matmul_model(m=64, k=32, n=64),
     "matmul_k1024": lambda: bm.matmul_model(m=8, k=1024, n=32),
+    "dense_wide": lambda: bm.matmul_model(m=8, k=256, n=256),
     "gemm_relu": lambda: bm.gemm_model(batch=5, in_features=19, out_features=11, relu=True),
     "nt_matmul": _nt_matmul_model,
     "conv_affine": _conv_affine_model,
@@ -273,6 +274,16 @@ def test_a_chunked_reduction_is_tied_with_the_whole_axis_inner():
     # a reduction of 32 is not chunked, so nothing is added: only the register blocks are tied
     (name, small), = tasks("matmul_64")
     assert all(c.get(reduction[0]) == (1, 32) for c in ss.space_for(small, AVX2).default_configs())
+
+
+def test_the_cores_split_the_weights_when_they_outweigh_the_rows():
+    (name, dense), = tasks("dense_wide")  # 8 rows of 256 against a 256 x 256 weight
+    default = ss.space_for(dense, AVX2).default_config()
+    assert default.get("tile_i0")[0] == 1 and default.get("tile_i1")[0] > 1  # each core its own columns
+    assert_matches(dense, ss.space_for(dense, AVX2).apply(default).mod)
+    conv = task("conv_bench", "fused_conv2d_add_relu")  # a 56 x 56 map against a 64 x 64 x 3 x 3 weight
+    tiles = ss.space_for(conv, AVX2).default_config().as_dict()
+    assert tiles["tile_yy"][0] > 1 and tiles["tile_ff"][0] == 1  # each core its own output rows
 
 
 def test_register_blocks_are_sized_by_the_targets_vector_registers():
