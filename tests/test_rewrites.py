@@ -112,3 +112,16 @@ def test_densenet_activations_run_with_their_producers(backend):
     assert not [name for name in tasks if _ops(name) <= ACTIVATIONS]
     assert not [name for name in tasks if {"stack", "sum"} & _ops(name)]
     _matches_onnxruntime(proto, backend)
+
+
+def test_a_grouped_convolution_gets_its_group_axis_and_keeps_its_epilogue(backend):
+    """ShuffleNet's grouped 1x1 convolutions (not depthwise): one kernel with the group an axis of
+    its own, bias and ReLU fused, outputs as ONNX Runtime's; a depthwise one is left alone."""
+    b = GraphBuilder(0)
+    h = b.op("Relu", [b.conv("x", 24, 36, 1, groups=4, name="grouped")], name="relu")
+    y = b.conv(h, 36, 36, 3, groups=36, name="depthwise")
+    proto = b.make_model("grouped", {"x": (1, 24, 7, 7)}, y, (1, 36, 7, 7))
+    names = [task.name for task in tuner.partition(tuner.load(proto), backend).tasks]
+    assert [name for name in names if {"group", "conv2d", "add", "relu"} <= _ops(name)]
+    assert [name for name in names if "conv2d" in _ops(name) and "group" not in _ops(name)]  # the depthwise
+    _matches_onnxruntime(proto, backend)

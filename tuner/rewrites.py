@@ -2,12 +2,18 @@
 
 Each rewrite is a small named pass (``REWRITES``); ``rewrite(module)`` applies them all.
 
+* ``fold_batchnorm``: BatchNorm after a convolution folded into its weights and bias.
 * ``multi_input_to_binary``: TVM's ONNX importer writes ``Sum``/``Mean``/``Max``/``Min`` of
   inputs of a known shape as ``broadcast_to`` each input, ``stack`` them and reduce over the new
   axis, which materialises the stacked tensor and is a task of its own (``fused_broadcast_to_
   stack_sum``). A chain of binary ops (``add``, ``maximum``, ``minimum``; ``Mean`` then scaled by
   1/n) broadcasts the same way, and fuses into the epilogue of the kernel that produces its first
   input: ResNet's residual add and the ReLU after it run in the convolution's epilogue.
+* ``grouped_conv_group_axis``: a grouped convolution that is not depthwise (ShuffleNet's,
+  ResNeXt's) computes ``out[n, g, f, y, x]`` with the group an axis of its own, then reshapes to
+  NCHW (free). Written with one output-channel axis, the input's channel index depends on the
+  output channel (``ff // per_group``), so no schedule can reuse an input load across a block of
+  output channels; with the group apart, ``f`` is an ordinary output-channel axis.
 """
 
 from __future__ import annotations
@@ -81,7 +87,86 @@ def _unbroadcast(mutator, expr):
     return broadcast.args[0] if broadcast is not None else expr
 
 
-REWRITES = {"multi_input_to_binary": multi_input_to_binary}
+def grouped_conv_group_axis():
+    """The pass described in the module docstring."""
+    import tvm
+    from tvm import relax
+
+    @relax.expr_functor.mutator
+    class GroupAxis(relax.PyExprMutator):
+        def visit_call_(self, call):
+            call = self.visit_expr_post_order(call)
+            if getattr(call.op, "name", None) != "relax.nn.conv2d" or not _splittable(call):
+                return call
+            attrs = call.attrs
+            dtype = attrs.out_dtype or call.ty.dtype
+            grouped = self.builder_.call_te(
+                _group_axis_conv, call.args[0], call.args[1], [int(v) for v in attrs.strides],
+                [int(v) for v in attrs.padding], [int(v) for v in attrs.dilation], int(attrs.groups), str(dtype),
+                primfunc_name_hint="group_conv2d")
+            return grouped
+
+    @tvm.ir.transform.module_pass(opt_level=0, name="GroupedConvGroupAxis")
+    def transform(module, _context):
+        mutator = GroupAxis(module)  # its builder starts from a copy of ``module`` and gets the new TIR
+        for global_var, func in module.functions_items():
+            if isinstance(func, relax.Function):
+                mutator.builder_.update_func(global_var, mutator.visit_expr(func))
+        return mutator.builder_.get()
+
+    return transform
+
+
+def _group_axis_conv(data, weight, strides, padding, dilation, groups, out_dtype):
+    """out[n, g, f, y, x] = sum over a group's input channels and the window: conv2d with the
+    group an axis of its own, then reshaped to NCHW in the same function."""
+    from tvm import te, topi
+
+    n, channels, height, width = (int(d) for d in data.shape)
+    out_channels, per_group, kernel_h, kernel_w = (int(d) for d in weight.shape)
+    per_out = out_channels // groups
+    top, left, bottom, right = padding
+    padded = topi.nn.pad(data, [0, 0, top, left], [0, 0, bottom, right]) if any(padding) else data
+    out_h = (height + top + bottom - (kernel_h - 1) * dilation[0] - 1) // strides[0] + 1
+    out_w = (width + left + right - (kernel_w - 1) * dilation[1] - 1) // strides[1] + 1
+    rc = te.reduce_axis((0, per_group), "rc")
+    ry = te.reduce_axis((0, kernel_h), "ry")
+    rx = te.reduce_axis((0, kernel_w), "rx")
+    grouped = te.compute(
+        (n, groups, per_out, out_h, out_w),
+        lambda b, g, f, y, x: te.sum(
+            padded[b, g * per_group + rc, y * strides[0] + ry * dilation[0], x * strides[1] + rx * dilation[1]]
+            .astype(out_dtype) * weight[g * per_out + f, rc, ry, rx].astype(out_dtype), axis=[rc, ry, rx]),
+        name="group_conv2d")
+    return topi.reshape(grouped, (n, out_channels, out_h, out_w))
+
+
+def _splittable(call) -> bool:
+    """A 2-D convolution in NCHW/OIHW with 1 < groups < input channels (not depthwise), static shapes."""
+    attrs = call.attrs
+    groups = int(attrs.groups)
+    if groups == 1 or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or attrs.out_layout != "NCHW":
+        return False
+    shape = call.args[0].ty.shape
+    try:
+        channels = int(shape[1])
+    except (TypeError, ValueError):
+        return False
+    return groups < channels
+
+
+def fold_batchnorm():
+    """TVM's FoldBatchnormToConv2D: an inference BatchNorm right after a convolution scales its
+    weights and adds to its bias; the constants are folded when the model is built, so the
+    BatchNorm costs nothing, as in ONNX Runtime."""
+    from tvm import relax
+
+    return relax.transform.FoldBatchnormToConv2D()
+
+
+# In order: the BatchNorm is folded while the convolution before it is still one call.
+REWRITES = {"multi_input_to_binary": multi_input_to_binary, "fold_batchnorm": fold_batchnorm,
+            "grouped_conv_group_axis": grouped_conv_group_axis}
 
 
 def rewrite(module):

@@ -58,9 +58,8 @@ def workload_key(func) -> str:
 def fuse(relax_module, target):
     """Legalize and fuse a Relax module for ``target`` (the "zero" pipeline), dropping pure reshapes.
 
-    The graph rewrites of ``tuner.rewrites`` run first (n-ary sums become binary adds, say).
-    Inference BatchNorms are folded into the weights of the convolutions before them,
-    so that they cost nothing (as ONNX Runtime does), and exp/erf/tanh use TVM's
+    The graph rewrites of ``tuner.rewrites`` run first (n-ary sums become binary adds, inference
+    BatchNorms are folded into the convolutions before them, ...), and exp/erf/tanh use TVM's
     vectorizable fast-math expansions instead of scalar library calls. Parameters of a
     TIR function that are constants at every call site (weights) are listed in its
     ``layout_free_buffers`` attribute, so that a schedule may repack them at build time.
@@ -70,7 +69,7 @@ def fuse(relax_module, target):
     from .rewrites import rewrite
 
     try:
-        folded = relax.transform.FoldBatchnormToConv2D()(rewrite(relax_module))
+        folded = rewrite(relax_module)
         # on Relax ops, before they are legalized: after, an erf is a scalar libm call per element
         folded = relax.transform.FastMathTransform()(folded)
         with target:
