@@ -36,8 +36,9 @@ REDUCE_CHUNK = 256
 MIN_REDUCE_FOR_TRANSPOSE = 64  # multiply-adds per output that pay for a blocked accumulator
 
 
-def full_lanes(axis: Axis) -> bool:
-    return vector_lanes(axis.extent) >= LANES  # a 512-bit register's worth, whatever the target
+def full_lanes(axis: Axis, lanes: int = LANES) -> bool:
+    """Whether ``axis`` fills ``lanes`` lanes (by default a 512-bit register's worth, whatever the target)."""
+    return vector_lanes(axis.extent) >= lanes
 
 
 def users_of(reads, name: str) -> list:
@@ -66,11 +67,14 @@ def default_vector_axis(rule) -> Axis | None:
     if last is not None and full_lanes(last):
         return last
     reduce_size = math.prod(a.extent for a in rule.reduce)
+    weighted = {a.name for a in _weight_indexed(rule)}
     for axis in candidates:
         transposed = rule.accumulator_dim(axis.name) is not None
         if transposed and reduce_size < MIN_REDUCE_FOR_TRANSPOSE:
             continue  # the scalar, transposing write-back would cost more than it saves
-        if full_lanes(axis) and vectorizes_well(rule, axis, default_pad(rule)):
+        # along the weights' axes one register suffices: the weights are packed once, at build time
+        lanes = rule.unit.lanes if axis.name in weighted else LANES
+        if full_lanes(axis, lanes) and vectorizes_well(rule, axis, default_pad(rule)):
             return axis
     return last or max(candidates, key=lambda a: a.extent)
 
@@ -98,6 +102,13 @@ def _elements(rule, access) -> int:
     return math.prod(max((extents.get(name, 1) for name in dim), default=1) for dim in access.dims)
 
 
+def _weight_indexed(rule) -> list:
+    """The spatial axes that index the weights (the layout-free inputs): output channels, columns."""
+    used = {name for r in rule.reads[default_pad(rule)] if r.buffer in rule.info.layout_free
+            for dim in r.dims for name in dim}
+    return [a for a in rule.spatial if a.name in used]
+
+
 def _weight_axes(rule) -> list:
     """The spatial axes that index the weights, when the weights outweigh the other inputs (a
     dense layer, a late conv): splitting those across the cores gives each core its own part of
@@ -108,8 +119,7 @@ def _weight_axes(rule) -> list:
     others = [r for r in reads if r.buffer not in rule.info.layout_free]
     if not weights or sum(_elements(rule, r) for r in weights) <= sum(_elements(rule, r) for r in others):
         return []
-    used = {name for r in weights for dim in r.dims for name in dim}
-    return [a for a in rule.spatial if a.name in used]
+    return _weight_indexed(rule)
 
 
 def _parallel_split(rule, rest: dict) -> dict:
@@ -137,12 +147,15 @@ def _register_blocks(rule, vector: Axis | None) -> list:
     64 lanes x 1 row); the blocks with the most accumulators, the one two registers wide
     first, then widest vector first. The count of accumulators cannot tell the tied blocks
     apart (their measured speeds differ by target: docs/benchmarks.md), so the others are
-    measured next to the default."""
+    measured next to the default. A vector wider than one register that does not fill whole
+    registers (14 lanes with AVX2's 8) is never a default: LLVM splits it unevenly and slowly."""
     rows_axes = _row_axes(rule, vector)
     widths = [vector_lanes(vector.extent)] if vector is not None else [1]
     unit = rule.unit
     while widths[-1] > unit.lanes and widths[-1] % 2 == 0:
         widths.append(widths[-1] // 2)
+    widths = [w for w in widths if w <= unit.lanes or w % unit.lanes == 0] or \
+        [largest_divisor(vector.extent, unit.lanes)]
     scored = []
     for lanes in widths:
         inner = {a.name: 1 for a in rule.spatial}

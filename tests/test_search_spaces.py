@@ -24,6 +24,7 @@ from search_spaces import Config, InvalidConfigError
 from search_spaces.space import SearchSpace
 from search_spaces.tiling import VectorUnit
 from tuner.backend import resolve_backend
+from tuner.prepack import split_prepack
 from tuner.tasks import fuse
 
 # this machine (the tests run what they compile); the register-block tests name their targets
@@ -111,6 +112,7 @@ MODELS = {
     "matmul_64": lambda: bm.matmul_model(m=64, k=32, n=64),
     "matmul_k1024": lambda: bm.matmul_model(m=8, k=1024, n=32),
     "dense_wide": lambda: bm.matmul_model(m=8, k=256, n=256),
+    "conv_68_14": lambda: bm.conv_model(in_channels=68, out_channels=68, size=14, kernel=1),
     "gemm_relu": lambda: bm.gemm_model(batch=5, in_features=19, out_features=11, relu=True),
     "nt_matmul": _nt_matmul_model,
     "conv_affine": _conv_affine_model,
@@ -284,6 +286,15 @@ def test_the_cores_split_the_weights_when_they_outweigh_the_rows():
     conv = task("conv_bench", "fused_conv2d_add_relu")  # a 56 x 56 map against a 64 x 64 x 3 x 3 weight
     tiles = ss.space_for(conv, AVX2).default_config().as_dict()
     assert tiles["tile_yy"][0] > 1 and tiles["tile_ff"][0] == 1  # each core its own output rows
+
+
+def test_a_default_vector_fills_whole_registers_or_fits_in_one():
+    (name, func), = tasks("conv_68_14")  # 68 output channels: 4 lanes; 14 columns
+    for target, lanes in ((AVX2, 7), (AVX512, 14)):  # 14 lanes would split 8 + 6 on AVX2
+        space = ss.space_for(func, target)
+        default = space.default_config()
+        assert default.get("vector_axis") == "xx" and default.get("tile_xx")[-1] == lanes
+        assert_matches(func, space.apply(default).mod)
 
 
 def test_register_blocks_are_sized_by_the_targets_vector_registers():
@@ -510,8 +521,8 @@ def test_default_conv_schedule_is_parallel_vectorized_and_fused(model_name, name
     space = ss.space_for(f, TARGET)
     assert space.rule == "tiled_reduction"
     mod = space.apply(space.default_config()).mod
-    script = mod.script()
-    assert ("T.parallel" in script) == parallel and "T.vectorized" in script
+    compute = split_prepack(mod["main"]).compute.script()  # as built: weight packing runs at build time
+    assert ("T.parallel" in compute) == parallel and "T.vectorized" in compute
     before, after = _block_names(f), _block_names(mod["main"])
     epilogue = {n for n in before if n not in ("root", "pad_temp", "conv2d_nchw")}
     assert epilogue and not epilogue & after, f"epilogue blocks still separate: {sorted(epilogue & after)}"
