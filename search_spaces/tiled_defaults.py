@@ -143,9 +143,10 @@ def _parallel_split(rule, rest: dict) -> dict:
 
 def _register_blocks(rule, vector: Axis | None) -> list:
     """S3 tiles: vector lanes times register rows, ``rule.unit.accumulators`` registers. Narrower
-    vectors are tried when rows do not fit (7x7 maps: 32 lanes x 7 rows beats
-    64 lanes x 1 row); the blocks with the most accumulators, the one two registers wide
-    first, then widest vector first. The count of accumulators cannot tell the tied blocks
+    vectors are tried when rows do not fit (7x7 maps: 32 lanes x 7 rows beats 64 lanes x 1 row
+    with AVX-512, 8 x 7 beats 64 x 1 with AVX2); the blocks of more than one row come first (a
+    single row reloads its weight vectors for every input value), then those with the most
+    accumulators, the one two registers wide first, then widest vector first. The count of accumulators cannot tell the tied blocks
     apart (their measured speeds differ by target: docs/benchmarks.md), so the others are
     measured next to the default. A vector wider than one register that does not fill whole
     registers (14 lanes with AVX2's 8) is never a default: LLVM splits it unevenly and slowly."""
@@ -166,10 +167,10 @@ def _register_blocks(rule, vector: Axis | None) -> list:
         for axis in rows_axes:
             inner[axis.name] = largest_divisor(axis.extent, budget)
             budget //= inner[axis.name]
-        accumulators = regs * math.prod(v for k, v in inner.items() if vector is None or k != vector.name)
-        scored.append((accumulators, inner))
-    most = max(accumulators for accumulators, _ in scored)
-    tied = [inner for accumulators, inner in scored if accumulators == most]
+        rows = math.prod(v for k, v in inner.items() if vector is None or k != vector.name)
+        scored.append(((rows > 1, regs * rows), inner))
+    best = max(score for score, _ in scored)
+    tied = [inner for score, inner in scored if score == best]
     # the default: a vector two registers wide, as BLAS micro-kernels have it (6x16 with AVX2, 14x32
     # with AVX-512); widest first among the others
     two = [inner for inner in tied if vector is not None and inner[vector.name] == 2 * unit.lanes]
