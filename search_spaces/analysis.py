@@ -36,6 +36,7 @@ class Access:
 
     buffer: str
     dims: tuple[frozenset, ...]
+    strided: frozenset = frozenset()  # iterators that step the last dimension by more than one element
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,22 @@ def block_reads(block: SBlock) -> tuple[Access, ...]:
     names_by_var = {a.var: a.name for a in block_axes(block)}
     written = {w.source.name for w in block.writes}
     return tuple(
-        Access(r.source.name, tuple(_used_names(rng.min, names_by_var) for rng in r.region))
+        Access(r.source.name, tuple(_used_names(rng.min, names_by_var) for rng in r.region),
+               _strided(r.region[-1].min, names_by_var) if r.region else frozenset())
         for r in block.reads if r.source.name not in written)
+
+
+def _strided(expr, names_by_var: dict) -> frozenset:
+    """The iterators whose step moves ``expr`` (an index) by more than one (a stride-2 conv's columns),
+    or that it is not linear in."""
+    from tvm.sym.pattern import detect_linear_equation
+
+    strided = set()
+    for var, name in names_by_var.items():
+        coefficients = detect_linear_equation(expr, [var])
+        if not coefficients or abs(int(coefficients[0])) > 1:
+            strided.add(name)
+    return frozenset(strided)
 
 
 def _is_conditional(stmt) -> bool:

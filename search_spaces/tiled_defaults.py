@@ -64,8 +64,9 @@ def default_vector_axis(rule) -> Axis | None:
     if not candidates:
         return None
     last = rule.spatial[-1] if rule.spatial[-1].extent > 1 else None
-    if last is not None and full_lanes(last):
-        return last
+    reads = rule.reads[default_pad(rule)]
+    if last is not None and full_lanes(last) and not any(last.name in r.strided for r in reads):
+        return last  # unless some input is read with a stride along it (a stride-2 conv): no vector load
     reduce_size = math.prod(a.extent for a in rule.reduce)
     weighted = {a.name for a in _weight_indexed(rule)}
     for axis in candidates:

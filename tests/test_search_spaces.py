@@ -21,6 +21,7 @@ from tvm.relax.frontend.onnx import from_onnx
 import search_spaces as ss
 from benchmarks import models as bm
 from search_spaces import Config, InvalidConfigError
+from search_spaces.analysis import analyze
 from search_spaces.space import SearchSpace
 from search_spaces.tiling import VectorUnit
 from tuner.backend import resolve_backend
@@ -113,6 +114,7 @@ MODELS = {
     "matmul_k1024": lambda: bm.matmul_model(m=8, k=1024, n=32),
     "dense_wide": lambda: bm.matmul_model(m=8, k=256, n=256),
     "conv_68_14": lambda: bm.conv_model(in_channels=68, out_channels=68, size=14, kernel=1),
+    "conv_s2_wide": lambda: bm.conv_model(in_channels=16, out_channels=64, size=32, stride=2),
     "gemm_relu": lambda: bm.gemm_model(batch=5, in_features=19, out_features=11, relu=True),
     "nt_matmul": _nt_matmul_model,
     "conv_affine": _conv_affine_model,
@@ -295,6 +297,17 @@ def test_a_default_vector_fills_whole_registers_or_fits_in_one():
         default = space.default_config()
         assert default.get("vector_axis") == "xx" and default.get("tile_xx")[-1] == lanes
         assert_matches(func, space.apply(default).mod)
+
+
+def test_no_default_vector_along_columns_an_input_reads_with_a_stride():
+    (name, func), = tasks("conv_s2_wide")  # 16 output columns would fill two registers, but read every other one
+    space = ss.space_for(func, AVX2)
+    conv = next(b for b in analyze(func).blocks if b.is_reduction)
+    strided = {r.buffer: r.strided for r in conv.reads}
+    assert "xx" in strided["pad_temp"] and "ff" not in strided["pad_temp"]
+    default = space.default_config()
+    assert default.get("vector_axis") == "ff"
+    assert_matches(func, space.apply(default).mod)
 
 
 def test_register_blocks_are_sized_by_the_targets_vector_registers():
