@@ -65,3 +65,18 @@ def test_key_changes_with_how_costs_are_timed(backend):
 def test_bad_targets(spec, fragment):
     with pytest.raises(tuner.TargetError, match=fragment):
         resolve_backend(spec)
+
+
+def test_a_remote_device_and_a_foreign_target_have_keys_of_their_own(backend):
+    from tuner.toolchain import find_compiler
+
+    device = resolve_backend(backend.target, device_key="rpi5", device="cortex-a76")
+    assert "-rpi5-" in device.key and device.key != backend.key and "device_key" not in backend.describe()
+    assert Backend.from_json(device.to_json()) == device and device.describe()["device_key"] == "rpi5"
+    arm = resolve_backend({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76", "num-cores": 4})
+    assert arm.foreign and not backend.foreign and arm.device == "unknown"  # not this machine's CPU
+    assert "neon" in arm.features and find_compiler(backend.target) is None  # this machine: TVM's default
+    with pytest.raises(tuner.TargetError, match='for another machine: give its core count as "num-cores"'):
+        resolve_backend({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76"})
+    with pytest.raises(tuner.TargetError, match="compiler 'no-such-cc' .* is not an executable"):
+        find_compiler(arm.target, "no-such-cc")

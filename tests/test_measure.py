@@ -16,7 +16,7 @@ from tuner.runner import LocalRunner
 pytestmark = pytest.mark.slow
 
 
-def inject_build(tir_json, config_json, target, path):
+def inject_build(tir_json, config_json, target, path, cc=None):
     """A build function for tests: the config's "inject" knob picks a misbehaving kernel."""
     import tvm
 
@@ -166,7 +166,7 @@ def test_a_build_past_its_time_limit_is_a_timeout_and_the_batch_goes_on(task, ba
 def test_the_reference_is_not_held_to_the_build_time_limit(task, backend, space):
     # no candidate compiles in 10 ms, but the task's reference (for the correctness checks) has its own limit
     with Roles(backend, MeasureSettings(build_timeout_s=0.01)) as roles:
-        assert roles.runner._prepare(task).reference_ok
+        assert roles.runner._references.prepare(task).reference_ok
         (result,) = roles.measure(task, [_config(space)])
     assert result.error_kind == "timeout"
 

@@ -121,9 +121,11 @@ def test_factories_list_the_kinds_and_options():
     for create, kinds in ((tuner.create_strategy, "random, model"), (costmodel.create_cost_model, "xgb, random")):
         with pytest.raises(tuner.TunerError, match=f"choose one of {kinds}$"):
             create("anneal")
-    for create in (tuner.create_builder, tuner.create_runner):
-        with pytest.raises(tuner.SettingsError, match="choose one of local$"):
+    for create, kinds in ((tuner.create_builder, "local"), (tuner.create_runner, "local, rpc")):
+        with pytest.raises(tuner.SettingsError, match=f"choose one of {kinds}$"):
             create("remote", backend=None)
+    with pytest.raises(tuner.SettingsError, match="needs the tracker and the device key: --rpc HOST:PORT"):
+        tuner.create_runner("rpc", backend=None)
     with pytest.raises(tuner.SettingsError, match="choose one of sqlite, memory$"):
         tuner.create_database("postgres")
     with pytest.raises(tuner.SettingsError, match="unknown option.* populaton for model search; the options are "

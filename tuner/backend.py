@@ -50,6 +50,7 @@ class Backend:
     tvm_version: str
     space_version: int = 0
     timing: str = "hot"  # a description without it is from before cold timing: its records are hot
+    device_key: str | None = None  # the RPC tracker's key of a remote device; None: this machine
 
     def __post_init__(self):
         if self.timing not in TIMINGS:
@@ -68,6 +69,8 @@ class Backend:
         }
         if self.timing != "hot":
             description["timing"] = self.timing
+        if self.device_key is not None:
+            description["device_key"] = self.device_key
         return description
 
     def to_json(self) -> str:
@@ -78,22 +81,30 @@ class Backend:
         data = json.loads(text)
         return cls(target=data["target"], device=data["device"], features=tuple(data["features"]),
                    num_cores=int(data["num_cores"]), tvm_version=data["tvm_version"],
-                   space_version=int(data.get("space_version", 0)), timing=data.get("timing", "hot"))
+                   space_version=int(data.get("space_version", 0)), timing=data.get("timing", "hot"),
+                   device_key=data.get("device_key"))
 
     @property
     def key(self) -> str:
         """Readable prefix plus a digest of the whole description, e.g. ``llvm-znver4-2c-1a2b3c4d5e6f``."""
         digest = hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
         cpu = self.target.get("mcpu", "generic")
-        return f"{self.target.get('kind', 'llvm')}-{cpu}-{self.num_cores}c-{digest}"
+        remote = f"{self.device_key}-" if self.device_key is not None else ""
+        return f"{self.target.get('kind', 'llvm')}-{cpu}-{self.num_cores}c-{remote}{digest}"
 
     def tvm_target(self):
         import tvm
 
         return tvm.target.Target(self.target)
 
+    @property
+    def foreign(self) -> bool:
+        """Whether the code is for another architecture than this machine's (it cannot run here)."""
+        return is_foreign(self.target)
+
     def __str__(self) -> str:
-        return f"{self.key} ({self.device}, {self.num_cores} cores, {self.timing} timing)"
+        where = f"device {self.device_key!r}: " if self.device_key is not None else ""
+        return f"{self.key} ({where}{self.device}, {self.num_cores} cores, {self.timing} timing)"
 
 
 def host_cpu_model() -> str:
@@ -149,7 +160,20 @@ def host_target() -> dict:
     return target
 
 
-def _parse_target(spec) -> dict:
+def is_foreign(target: dict) -> bool:
+    """Whether ``target``'s triple names another architecture than this machine's."""
+    from tvm.target import codegen
+
+    triple = target.get("mtriple")
+    return bool(triple) and triple_arch(str(triple)) != triple_arch(codegen.llvm_get_system_triple())
+
+
+def triple_arch(triple: str) -> str:
+    arch = triple.split("-", 1)[0]
+    return {"arm64": "aarch64", "amd64": "x86_64"}.get(arch, arch)
+
+
+def parse_target(spec) -> dict:
     if isinstance(spec, dict):
         return dict(spec)
     text = str(spec).strip()
@@ -183,21 +207,27 @@ def _json_default(value):
     return str(value)
 
 
-def resolve_backend(spec="host", device: str | None = None, timing: str = DEFAULT_TIMING) -> Backend:
+def resolve_backend(spec="host", device: str | None = None, timing: str = DEFAULT_TIMING,
+                    device_key: str | None = None) -> Backend:
     """A Backend from ``'host'`` (detect this machine), a target dict, or its JSON text.
 
-    ``device`` names the CPU the code runs on; it defaults to this machine's CPU,
-    which is right for local measurement. ``timing``: one of ``TIMINGS``.
+    ``device`` names the CPU the code runs on; it defaults to this machine's CPU for a
+    target of this machine's architecture, which is right for local measurement.
+    ``timing``: one of ``TIMINGS``. ``device_key``: the tracker key of a remote device
+    (``tuner.remote``), whose records are filed apart from this machine's.
     """
     import tvm
     from tvm.target import codegen
 
     import search_spaces
 
-    target_dict = host_target() if spec in (None, "host") else _parse_target(spec)
+    target_dict = host_target() if spec in (None, "host") else parse_target(spec)
     if target_dict.get("kind") != "llvm":
         raise TargetError(f"target kind {target_dict.get('kind')!r} is not supported yet: use 'llvm' (CPU)")
     if "num-cores" not in target_dict:
+        if is_foreign(target_dict):
+            raise TargetError(f"target {json.dumps(target_dict)} is for another machine: give its core count "
+                              f"as \"num-cores\"")
         target_dict["num-cores"] = host_core_count()
     mcpu = target_dict.get("mcpu")
     triple = target_dict.get("mtriple") or codegen.llvm_get_system_triple()
@@ -208,12 +238,15 @@ def resolve_backend(spec="host", device: str | None = None, timing: str = DEFAUL
     except Exception as err:  # TVM raises ValueError/TVMError with a multi-line text
         raise TargetError(f"target {json.dumps(target_dict)} is rejected by TVM: {error_line(err)}") from None
     features = tuple(sorted(str(f) for f in codegen.llvm_get_cpu_features(target)))
+    if device is None:
+        device = "unknown" if device_key is not None or is_foreign(target_dict) else host_cpu_model()
     return Backend(
         target=_canonical(target),
-        device=device or host_cpu_model(),
+        device=device,
         features=features,
         num_cores=int(target_dict["num-cores"]),
         tvm_version=tvm.__version__,
         space_version=search_spaces.SPACE_VERSION,
         timing=timing,
+        device_key=device_key,
     )

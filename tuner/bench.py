@@ -25,7 +25,7 @@ class BenchReport:
     model: str
     backend: str
     tuner_ms: float
-    onnxruntime_ms: float
+    onnxruntime_ms: float | None  # None: the model ran on a remote device, ONNX Runtime only here
     max_abs_err: float
     max_rel_err: float  # the largest difference over the largest magnitude of ONNX Runtime's output
     tasks: int
@@ -35,10 +35,11 @@ class BenchReport:
     tuner_repeats_ms: tuple[float, ...] = field(default=())
     onnxruntime_repeats_ms: tuple[float, ...] = field(default=())
     profile: tuple = field(default=())  # TaskTime rows (tuner.profile), when asked for
+    device_key: str | None = None  # the remote device it was timed on; None: this machine
 
     @property
-    def speedup_vs_onnxruntime(self) -> float:
-        return self.onnxruntime_ms / self.tuner_ms
+    def speedup_vs_onnxruntime(self) -> float | None:
+        return self.onnxruntime_ms / self.tuner_ms if self.onnxruntime_ms else None
 
     def to_json(self) -> dict:
         data = dict(self.__dict__)
@@ -51,14 +52,18 @@ class BenchReport:
     def table(self) -> str:
         from .profile import table
 
-        lines = [
-            f"model {self.model} on {self.backend}, {self.num_threads} threads",
-            f"  tuner (TVM)   {self.tuner_ms:10.3f} ms  (median of {len(self.tuner_repeats_ms)} repeats)",
-            f"  onnxruntime   {self.onnxruntime_ms:10.3f} ms  (median of {len(self.onnxruntime_repeats_ms)} repeats)",
-            f"  speedup vs onnxruntime: {self.speedup_vs_onnxruntime:.2f}x   max |difference|: {self.max_abs_err:.3g} "
-            f"({self.max_rel_err:.2g} of the output's largest magnitude)",
-            f"  {self.tasks_tuned}/{self.tasks} tasks tuned ({self.flops_share_tuned:.0%} of FLOPs)",
-        ]
+        where = f" (device {self.device_key!r})" if self.device_key else ""
+        lines = [f"model {self.model} on {self.backend}{where}, {self.num_threads} threads",
+                 f"  tuner (TVM)   {self.tuner_ms:10.3f} ms  (median of {len(self.tuner_repeats_ms)} repeats)"]
+        difference = (f"max |difference|: {self.max_abs_err:.3g} ({self.max_rel_err:.2g} of the output's largest "
+                      f"magnitude)")
+        if self.onnxruntime_ms is None:
+            lines.append(f"  outputs against ONNX Runtime run here on the same inputs: {difference}")
+        else:
+            lines += [f"  onnxruntime   {self.onnxruntime_ms:10.3f} ms  (median of "
+                      f"{len(self.onnxruntime_repeats_ms)} repeats)",
+                      f"  speedup vs onnxruntime: {self.speedup_vs_onnxruntime:.2f}x   {difference}"]
+        lines.append(f"  {self.tasks_tuned}/{self.tasks} tasks tuned ({self.flops_share_tuned:.0%} of FLOPs)")
         if self.profile:
             lines += ["where the time goes (one run, each kernel call timed):", table(list(self.profile))]
         return "\n".join(lines)

@@ -81,11 +81,14 @@ class BuiltModel:
             "tasks": [s.to_json() for s in self.schedules],
         }
 
-    def export(self, path) -> Path:
-        """Write the shared library and, beside it, ``PATH.json`` with the metadata ``load_module`` needs."""
+    def export(self, path, cc: str | None = None) -> Path:
+        """Write the shared library, linked by ``cc`` (``toolchain.find_compiler``; None: this machine's
+        default) and, beside it, ``PATH.json`` with the metadata ``load_module`` needs."""
+        from .toolchain import export_library
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.executable.export_library(str(path))
+        export_library(self.executable, str(path), cc)
         sidecar_path(path).write_text(json.dumps(self.metadata(), indent=2))
         return path
 

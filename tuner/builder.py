@@ -16,6 +16,7 @@ from .errors import SettingsError
 from .measure import MeasureSettings, pool_outcome
 from .messages import Artifact
 from .records import MeasureResult
+from .toolchain import find_compiler
 from .workers import build_candidate
 
 
@@ -31,7 +32,8 @@ class Builder(Protocol):
 class LocalBuilder:
     """Compiles on this machine with ``settings.build_workers`` processes (default: the backend's
     cores); a build past ``settings.build_timeout_s`` is a timeout. ``build_fn`` runs in a worker:
-    ``(tir_json, config_json, target, path) -> Artifact | MeasureResult`` (tests inject failures)."""
+    ``(tir_json, config_json, target, path, cc) -> Artifact | MeasureResult`` (tests inject failures).
+    A target of another architecture is cross-compiled (``tuner.toolchain``)."""
 
     kind = "local"
 
@@ -41,6 +43,7 @@ class LocalBuilder:
         self.backend = backend
         self.settings = settings
         self.build_fn = build_fn
+        self.cc = find_compiler(backend.target, settings.cc)
         self.work_dir = tempfile.mkdtemp(prefix="tuner-build-")
         self._pool = PopenPoolExecutor(max_workers=settings.build_workers or backend.num_cores,
                                        timeout=settings.build_timeout_s)
@@ -54,7 +57,8 @@ class LocalBuilder:
         for config in configs:
             self._count += 1
             path = os.path.join(self.work_dir, f"candidate{self._count}.so")
-            futures.append(self._pool.submit(self.build_fn, tir_json, config.to_json(), self.backend.target, path))
+            futures.append(self._pool.submit(self.build_fn, tir_json, config.to_json(), self.backend.target, path,
+                                            self.cc))
         return [pool_outcome(future, "build") for future in futures]
 
     def close(self) -> None:

@@ -156,6 +156,10 @@ class Cache:
         row = self._conn.execute("SELECT description FROM backends WHERE backend_key = ?", (backend_key,)).fetchone()
         return row[0] if row else None
 
+    def backends(self) -> dict[str, str]:
+        """Every backend's description (JSON text), by key."""
+        return dict(self._conn.execute("SELECT backend_key, description FROM backends").fetchall())
+
     def workload(self, workload_key: str) -> dict | None:
         row = self._conn.execute("SELECT * FROM workloads WHERE workload_key = ?", (workload_key,)).fetchone()
         return dict(row) if row else None

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from .errors import SettingsError
 from .messages import Artifact
 from .records import ErrorKind, MeasureResult
+from .remote import DevicesLostError
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class MeasureSettings:
     """How candidates are built and timed (docs/benchmarks.md has the measurements behind the defaults)."""
 
     build_workers: int | None = None  # default: the backend's core count
+    cc: str | None = None  # the compiler that links candidates; None: found from the target (tuner.toolchain)
     # A few configs (no weight packing, heavy unrolling) compile for over a minute; past this limit a
     # build is recorded as a timeout, so that one such config does not eat the budget.
     build_timeout_s: float = 20.0
@@ -57,10 +59,16 @@ class MeasureSettings:
 
 def measure(builder, runner, task, configs, best_s: float | None = None) -> list[MeasureResult]:
     """Build ``configs`` of ``task`` with ``builder``, time what built with ``runner``: one result per
-    config, in order. ``best_s``: the task's best mean cost known from before (see ``Runner.run``)."""
+    config, in order. ``best_s``: the task's best mean cost known from before (see ``Runner.run``).
+    A ``DevicesLostError`` leaves with one result per config, None for those not measured."""
     built = builder.build(task, configs)
     artifacts = [item for item in built if isinstance(item, Artifact)]
-    timed = iter(runner.run(task, artifacts, best_s=best_s) if artifacts else [])
+    try:
+        timed = iter(runner.run(task, artifacts, best_s=best_s) if artifacts else [])
+    except DevicesLostError as err:  # its results, None where unmeasured, become one per config
+        partial = iter(err.results or [None] * len(artifacts))
+        err.results = [next(partial) if isinstance(item, Artifact) else item for item in built]
+        raise
     return [next(timed) if isinstance(item, Artifact) else item for item in built]
 
 

@@ -36,13 +36,51 @@ class Runner(Protocol):
 
 
 @dataclass
-class _TaskIO:
+class TaskIO:
+    """A task's saved inputs and expected outputs, and what its runner has measured of it so far."""
+
     io_dir: str
     num_args: int
     num_outputs: int
     reference_ok: bool
     checked: int = 0
     best_s: float = math.inf  # the task's best mean cost measured so far
+
+    def take_check(self, check_first: int) -> bool:
+        """Whether the next candidate is to be checked (the first ``check_first`` of the task are)."""
+        check = self.reference_ok and self.checked < check_first
+        self.checked += int(check)
+        return check
+
+
+class References:
+    """Per task, inputs written once to a folder, and the unscheduled function's outputs on them, run
+    in a worker process with a timeout on ``target`` (a machine this one can run code for)."""
+
+    def __init__(self, target: dict, timeout_s: float):
+        from tvm.support.popen_pool import PopenPoolExecutor
+
+        self.target = target
+        self.work_dir = tempfile.mkdtemp(prefix="tuner-run-")
+        self._pool = PopenPoolExecutor(max_workers=1, timeout=timeout_s)
+        self._tasks: dict[str, TaskIO] = {}
+
+    def prepare(self, task) -> TaskIO:
+        import tvm
+
+        if task.workload_key not in self._tasks:
+            io_dir = os.path.join(self.work_dir, task.workload_key)
+            future = self._pool.submit(write_reference, tvm.ir.save_json(task.func), self.target, io_dir,
+                                       task.num_outputs)
+            ok = pool_outcome(future, "reference") is None
+            self._tasks[task.workload_key] = TaskIO(io_dir, len(task.func.params), task.num_outputs, ok)
+            if not ok:  # without a reference we can still time candidates on fresh inputs
+                _write_plain_inputs(task, io_dir)
+        return self._tasks[task.workload_key]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+        shutil.rmtree(self.work_dir, ignore_errors=True)
 
 
 class LocalRunner:
@@ -55,19 +93,13 @@ class LocalRunner:
 
         self.backend = backend
         self.settings = settings
-        self._work_dir = tempfile.mkdtemp(prefix="tuner-run-")
         self._runner = PopenPoolExecutor(max_workers=1, timeout=settings.run_timeout_s)
-        self._reference = PopenPoolExecutor(max_workers=1, timeout=settings.reference_timeout_s)
-        self._tasks: dict[str, _TaskIO] = {}
-        self.options = TimingOptions(
-            num_threads=backend.num_cores, cache_flush=backend.timing == "cold", repeat=settings.repeat,
-            min_repeat_ms=settings.min_repeat_ms, max_flushed_runs=settings.max_flushed_runs,
-            rtol=settings.rtol, atol=settings.atol)
+        self._references = References(backend.target, settings.reference_timeout_s)
+        self.options = timing_options(backend, settings)
 
     def close(self) -> None:
         self._runner.shutdown(wait=False)
-        self._reference.shutdown(wait=False)
-        shutil.rmtree(self._work_dir, ignore_errors=True)
+        self._references.close()
 
     def __enter__(self):
         return self
@@ -77,14 +109,12 @@ class LocalRunner:
 
     def run(self, task, artifacts: list[Artifact], best_s: float | None = None) -> list[MeasureResult]:
         """Time ``artifacts`` one by one; each artifact's library is deleted once it is timed."""
-        io = self._prepare(task)
+        io = self._references.prepare(task)
         if best_s is not None:
             io.best_s = min(io.best_s, best_s)
         results = []
         for artifact in artifacts:
-            check = io.reference_ok and io.checked < self.settings.check_first
-            io.checked += int(check)
-            result = self._run(artifact, io, check)
+            result = self._run(artifact, io, io.take_check(self.settings.check_first))
             if result.ok and result.mean_s <= io.best_s * (1 + self.settings.confirm_within):
                 result = self._confirm(artifact, io, result)
             if result.ok:
@@ -94,26 +124,12 @@ class LocalRunner:
                 os.remove(artifact.path)
         return results
 
-    def _prepare(self, task) -> _TaskIO:
-        """The task's inputs and expected outputs, written once by its unscheduled function."""
-        import tvm
-
-        if task.workload_key not in self._tasks:
-            io_dir = os.path.join(self._work_dir, task.workload_key)
-            future = self._reference.submit(write_reference, tvm.ir.save_json(task.func), self.backend.target,
-                                            io_dir, task.num_outputs)
-            ok = pool_outcome(future, "reference") is None
-            self._tasks[task.workload_key] = _TaskIO(io_dir, len(task.func.params), task.num_outputs, ok)
-            if not ok:  # without a reference we can still time candidates on fresh inputs
-                _write_plain_inputs(task, io_dir)
-        return self._tasks[task.workload_key]
-
-    def _run(self, artifact: Artifact, io: _TaskIO, check: bool) -> MeasureResult:
+    def _run(self, artifact: Artifact, io: TaskIO, check: bool) -> MeasureResult:
         future = self._runner.submit(run_candidate, artifact.path, io.io_dir, io.num_args, io.num_outputs, check,
                                      self.options, artifact.prepack)
         return pool_outcome(future, "run")
 
-    def _confirm(self, artifact: Artifact, io: _TaskIO, first: MeasureResult) -> MeasureResult:
+    def _confirm(self, artifact: Artifact, io: TaskIO, first: MeasureResult) -> MeasureResult:
         """``first`` with the repeats of ``confirm_runs`` more runs of ``artifact``, or the error of one."""
         costs = list(first.costs_s)
         for _ in range(self.settings.confirm_runs):
@@ -124,6 +140,13 @@ class LocalRunner:
         return MeasureResult(tuple(costs))
 
 
+def timing_options(backend, settings: MeasureSettings) -> TimingOptions:
+    return TimingOptions(
+        num_threads=backend.num_cores, cache_flush=backend.timing == "cold", repeat=settings.repeat,
+        min_repeat_ms=settings.min_repeat_ms, max_flushed_runs=settings.max_flushed_runs,
+        rtol=settings.rtol, atol=settings.atol)
+
+
 def _write_plain_inputs(task, io_dir: str) -> None:
     import numpy as np
 
@@ -132,10 +155,14 @@ def _write_plain_inputs(task, io_dir: str) -> None:
         np.save(os.path.join(io_dir, f"arg{index}.npy"), array)
 
 
-RUNNERS = {LocalRunner.kind: LocalRunner}
+RUNNERS = ("local", "rpc")
 
 
-def create_runner(kind: str, backend, settings: MeasureSettings = MeasureSettings()) -> Runner:
-    if kind not in RUNNERS:
+def create_runner(kind: str, backend, settings: MeasureSettings = MeasureSettings(), **options) -> Runner:
+    """A runner of ``kind``; ``options`` go to its class (``remote=`` for "rpc")."""
+    from .rpc_runner import RPCRunner
+
+    classes = {LocalRunner.kind: LocalRunner, RPCRunner.kind: RPCRunner}
+    if kind not in classes:
         raise SettingsError(f"unknown runner {kind!r}; choose one of {', '.join(RUNNERS)}")
-    return RUNNERS[kind](backend, settings)
+    return classes[kind](backend, settings, **options)

@@ -21,6 +21,7 @@ from .errors import SettingsError
 from .measure import MeasureSettings, measure
 from .progress import Progress, format_seconds
 from .records import Record
+from .remote import DevicesLostError
 from .scheduler import create_scheduler
 from .state import load_state
 from .strategy import SearchContext, check_batch_size
@@ -131,7 +132,12 @@ def tune(model, backend, cache, settings: TuneSettings = TuneSettings(), *, buil
             if not configs:
                 state.exhausted = True
                 continue
-            results = measure(builder, runner, state.task, configs, best_s=state.best_s)
+            try:
+                results = measure(builder, runner, state.task, configs, best_s=state.best_s)
+            except DevicesLostError as err:
+                measured += _record_measured(cache, backend, state, configs, err.results)
+                raise DevicesLostError(f"{err}: stopped after {measured} candidates, all stored; run the same "
+                                       f"command again to go on") from None
             _record(cache, backend, state, configs, results)
             if trainer is not None:
                 trainer.observe(state, configs, results)
@@ -231,6 +237,14 @@ def _record(cache, backend, state, configs, results) -> None:
     for config, result in zip(configs, results):
         state.observe(config.to_json(), result)
     state.end_batch()
+
+
+def _record_measured(cache, backend, state, configs, results) -> int:
+    """Store the configs of a batch that were measured before the devices were lost; how many."""
+    done = [(config, result) for config, result in zip(configs, results or []) if result is not None]
+    if done:
+        _record(cache, backend, state, [config for config, _ in done], [result for _, result in done])
+    return len(done)
 
 
 def _estimate_ms(states) -> float | None:

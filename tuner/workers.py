@@ -15,20 +15,22 @@ import numpy as np
 from .errors import error_line
 from .messages import Artifact, Prepack, TimingOptions
 from .records import ErrorKind, MeasureResult
+from .toolchain import export_library
 
 
-def _message(err: BaseException) -> str:
+def error_message(err: BaseException) -> str:
     """A stored error message: the error's type and the last line of its text (TVM's errors end
     with the message, after a C++ trace)."""
     return f"{type(err).__name__}: {error_line(err, last=True)}"[:500]
 
 
-def build_candidate(tir_json: str, config_json: str, target: dict, path: str) -> Artifact | MeasureResult:
+def build_candidate(tir_json: str, config_json: str, target: dict, path: str,
+                    cc: str | None = None) -> Artifact | MeasureResult:
     """Lower a config of a task's function (``lower.lower``) and compile it to ``path``.
 
     A schedule that packs weights is split (``tuner.prepack``): the library holds
     ``main`` (the compute, which is timed) and ``prepack``, and the artifact says which
-    inputs ``prepack`` turns into which packed shapes.
+    inputs ``prepack`` turns into which packed shapes. ``cc`` links it (``toolchain.export_library``).
     """
     import tvm
 
@@ -41,11 +43,11 @@ def build_candidate(tir_json: str, config_json: str, target: dict, path: str) ->
         config = search_spaces.Config.from_json(config_json)
         split = lower(tvm.ir.load_json(tir_json), config, tvm_target).split()
     except search_spaces.InvalidConfigError as err:
-        return MeasureResult.error(ErrorKind.INVALID_CONFIG, _message(err))
+        return MeasureResult.error(ErrorKind.INVALID_CONFIG, error_message(err))
     try:
-        tvm.compile(split.module(), target=tvm_target).export_library(path)
+        export_library(tvm.compile(split.module(), target=tvm_target), path, cc)
     except Exception as err:  # codegen can fail with many TVM error types
-        return MeasureResult.error(ErrorKind.BUILD, _message(err))
+        return MeasureResult.error(ErrorKind.BUILD, error_message(err))
     return Artifact(config, path, Prepack.of(split))
 
 
@@ -79,17 +81,26 @@ def write_reference(tir_json: str, target: dict, io_dir: str, num_outputs: int, 
         np.save(os.path.join(io_dir, f"expected{index}.npy"), tensors[index].numpy())
 
 
-def _load_arguments(io_dir: str, num_args: int) -> list[np.ndarray]:
-    return [np.load(os.path.join(io_dir, f"arg{index}.npy")) for index in range(num_args)]
+def load_arguments(io_dir: str, num_args: int, num_outputs: int) -> list[np.ndarray]:
+    """A task's saved inputs, with zeroed arrays in the output slots."""
+    arrays = [np.load(os.path.join(io_dir, f"arg{index}.npy")) for index in range(num_args)]
+    for index in range(num_args - num_outputs, num_args):
+        arrays[index] = np.zeros_like(arrays[index])
+    return arrays
 
 
-def _check_outputs(tensors, io_dir: str, num_outputs: int, rtol: float, atol: float) -> str | None:
-    for index in range(len(tensors) - num_outputs, len(tensors)):
-        expected = np.load(os.path.join(io_dir, f"expected{index}.npy"))
+def load_expected(io_dir: str, num_args: int, num_outputs: int) -> dict[int, np.ndarray]:
+    """The unscheduled function's outputs on the saved inputs, by argument index."""
+    return {index: np.load(os.path.join(io_dir, f"expected{index}.npy"))
+            for index in range(num_args - num_outputs, num_args)}
+
+
+def _check_outputs(tensors, expected: dict, rtol: float, atol: float) -> str | None:
+    for index, want in expected.items():
         got = tensors[index].numpy()
-        scale = float(np.nanmax(np.abs(expected))) if expected.size else 0.0
-        if not np.allclose(got, expected, rtol=rtol, atol=atol * max(scale, 1.0), equal_nan=True):
-            worst = float(np.nanmax(np.abs(got.astype(np.float64) - expected)))
+        scale = float(np.nanmax(np.abs(want))) if want.size else 0.0
+        if not np.allclose(got, want, rtol=rtol, atol=atol * max(scale, 1.0), equal_nan=True):
+            worst = float(np.nanmax(np.abs(got.astype(np.float64) - want)))
             return f"output {index} differs from the unscheduled function by up to {worst:.3g}"
     return None
 
@@ -132,6 +143,22 @@ def _flushed_costs(module, device, tensors, options: TimingOptions) -> list[floa
     return [float(c) for c in timer(runs)(*tensors).results]
 
 
+def time_loaded(module, device, arrays, expected: dict | None, options: TimingOptions,
+                prepack: Prepack | None = None) -> MeasureResult:
+    """Time a loaded candidate ``module`` on ``device`` (this machine's, or a remote session's) on
+    ``arrays``, after checking its outputs against ``expected`` when given. TVM's errors propagate."""
+    import tvm
+
+    tensors = _prepacked(module, [tvm.runtime.tensor(array, device) for array in arrays], prepack, device)
+    if expected:
+        module["main"](*tensors)
+        mismatch = _check_outputs(tensors, expected, options.rtol, options.atol)
+        if mismatch:
+            return MeasureResult.error(ErrorKind.WRONG_RESULT, mismatch)
+    timed = _flushed_costs if options.cache_flush else _repeated_costs
+    return MeasureResult(tuple(timed(module, device, tensors, options)))
+
+
 def run_candidate(path: str, io_dir: str, num_args: int, num_outputs: int, check: bool, options: TimingOptions,
                   prepack: Prepack | None = None) -> MeasureResult:
     """Load a built candidate, optionally check its outputs, then time it: its costs, or an error."""
@@ -140,20 +167,10 @@ def run_candidate(path: str, io_dir: str, num_args: int, num_outputs: int, check
     from .runtime import set_num_threads
 
     set_num_threads(options.num_threads)
-    device = tvm.cpu()
     try:
         module = tvm.runtime.load_module(path)
-        arrays = _load_arguments(io_dir, num_args)
-        for index in range(num_args - num_outputs, num_args):
-            arrays[index] = np.zeros_like(arrays[index])
-        tensors = _prepacked(module, [tvm.runtime.tensor(array, device) for array in arrays], prepack, device)
-        if check:
-            module["main"](*tensors)
-            mismatch = _check_outputs(tensors, io_dir, num_outputs, options.rtol, options.atol)
-            if mismatch:
-                return MeasureResult.error(ErrorKind.WRONG_RESULT, mismatch)
-        timed = _flushed_costs if options.cache_flush else _repeated_costs
-        costs = timed(module, device, tensors, options)
+        arrays = load_arguments(io_dir, num_args, num_outputs)
+        expected = load_expected(io_dir, num_args, num_outputs) if check else None
+        return time_loaded(module, tvm.cpu(), arrays, expected, options, prepack)
     except (RuntimeError, ValueError) as err:  # how TVM reports runtime failures; other errors are bugs
-        return MeasureResult.error(ErrorKind.RUN, _message(err))
-    return MeasureResult(tuple(costs))
+        return MeasureResult.error(ErrorKind.RUN, error_message(err))
