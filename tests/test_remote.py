@@ -144,12 +144,15 @@ def _wait_for(condition, timeout_s: float = 60.0) -> None:
 def test_bench_times_on_the_device_and_compares_outputs_here(small_model, tmp_path):
     with devices(1) as farm:
         result = run_cli("bench", small_model, "--rpc", farm.address, "--device-key", farm.key, "--repeat", 2,
-                         "--json", tmp_path / "bench.json")
+                         "--profile", "--json", tmp_path / "bench.json")
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "bench.json").read_text())
     assert report["device_key"] == farm.key and report["tuner_ms"] > 0 and report["onnxruntime_ms"] is None
     assert report["max_rel_err"] < 1e-4
     assert "outputs against ONNX Runtime run here" in result.stdout
+    (row,) = report["profile"]  # the model's one task, its kernel timed on the device
+    assert row["task_name"] == "fused_conv2d_add_relu" and row["ms_per_run"] > 0 and row["source"] == "default"
+    assert "each task's kernel timed alone on the device" in result.stdout
 
 
 def test_unreachable_tracker_unknown_key_and_foreign_target_are_one_line(small_model):

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 from .backend import DEFAULT_TIMING, TIMINGS
 from .budget import DEFAULT_MAX_S, DEFAULT_S_PER_TASK
+from .cli_devices import add_device_args, command_backend, remote_runner, remote_settings
 from .errors import TunerError
 from .measure import MeasureSettings
 from .progress import format_seconds
@@ -21,6 +22,7 @@ EXIT_USAGE = 2
 
 def _add_model_args(parser) -> None:
     parser.add_argument("model", help="path of the ONNX model")
+    parser.add_argument("--verbose", action="store_true", help="let TVM's and ONNX Runtime's own log lines through")
     parser.add_argument("--shape", action="append", default=[], metavar="NAME=D0,D1,...",
                         help="shape of an input whose dimensions the model leaves open (repeatable)")
     parser.add_argument("--target", default="host",
@@ -46,14 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_args(build)
     _add_cache_arg(build)
     build.add_argument("-o", "--output", required=True, metavar="OUT.so", help="shared library to write")
-    _add_device_args(build)
+    add_device_args(build)
     bench = commands.add_parser("bench", help="build from the cache and compare with ONNX Runtime")
     _add_model_args(bench)
     _add_cache_arg(bench)
     bench.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
     bench.add_argument("--repeat", type=int, default=7, help="timed repeats of each side (default 7)")
     bench.add_argument("--profile", action="store_true", help="also show the time each task takes in one run")
-    _add_device_args(bench)
+    add_device_args(bench)
     _add_cache_commands(commands.add_parser("cache", help="inspect, export or import the tuning-log cache"))
     return parser
 
@@ -90,16 +92,7 @@ def _add_tune_args(tune) -> None:
                            f"{MeasureSettings.confirm_runs}; 0 tunes faster)")
     tune.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
     tune.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_device_args(tune)
-
-
-def _add_device_args(parser) -> None:
-    group = parser.add_argument_group("remote devices (README: Remote devices)")
-    group.add_argument("--rpc", metavar="HOST:PORT", help="the RPC tracker that hands out the devices to time on")
-    group.add_argument("--device-key", metavar="KEY", help="the key the devices' RPC servers registered under; "
-                       "without --rpc, 'build' applies the records tuned on such a device")
-    group.add_argument("--cc", metavar="PATH", help="the compiler that links libraries for the target (default: "
-                       "from the target's mtriple, e.g. aarch64-linux-gnu-gcc)")
+    add_device_args(tune)
 
 
 def _add_cache_commands(cache) -> None:
@@ -123,34 +116,6 @@ def _load_model(args):
     return load(args.model, shapes=shapes)
 
 
-def _backend(args, cache=None, measure: bool = False):
-    """The backend the command works for: this machine, a target given, or the devices of ``--rpc``/
-    ``--device-key``. ``measure``: the command times code, so a foreign target needs a device."""
-    from .backend import resolve_backend
-    from .remote import RemoteSettings, remote_backend, stored_backend
-
-    rpc, key = getattr(args, "rpc", None), getattr(args, "device_key", None)
-    if rpc:
-        if not key:
-            raise TunerError("--rpc needs --device-key KEY, the key the devices' servers registered under")
-        return remote_backend(args.target, RemoteSettings.parse(rpc, key), args.timing)
-    if key:
-        if measure or cache is None:
-            raise TunerError("--device-key needs --rpc HOST:PORT, the tracker to reach the devices through")
-        return stored_backend(cache, args.target, key, args.timing)
-    backend = resolve_backend(args.target, timing=args.timing)
-    if measure and backend.foreign:
-        raise TunerError(f"target {backend.target.get('mtriple')} is another machine's: its code is timed on the "
-                         f"device; pass --rpc HOST:PORT --device-key KEY (README: Remote devices)")
-    return backend
-
-
-def _remote(args):
-    from .remote import RemoteSettings
-
-    return RemoteSettings.parse(args.rpc, args.device_key) if getattr(args, "rpc", None) else None
-
-
 @contextmanager
 def _open_cache(path):
     from .cache import Cache
@@ -165,7 +130,7 @@ def _open_cache(path):
 def _cmd_tasks(args) -> None:
     from .tasks import partition
 
-    model, backend = _load_model(args), _backend(args)
+    model, backend = _load_model(args), command_backend(args)
     parts = partition(model, backend)
     if args.json:
         print(json.dumps({"model": model.name, "backend": backend.key,
@@ -191,7 +156,7 @@ def _cmd_tune(args) -> None:
                                        confirm_runs=args.confirm_runs, cc=args.cc)
     cost_model = _cost_model(args, strategy)
     model = _load_model(args)
-    with _open_cache(args.cache) as cache, _runner(args, measure_settings) as (backend, runner):
+    with _open_cache(args.cache) as cache, remote_runner(args, measure_settings) as (backend, runner):
         report = tune(model, backend, cache, settings, strategy=strategy, cost_model=cost_model, runner=runner,
                       measure_settings=measure_settings, progress=not args.quiet)
     print(report.table())
@@ -201,23 +166,6 @@ def _cmd_tune(args) -> None:
     if args.save_cost_model:
         cost_model.save(args.save_cost_model, backend=backend.key)
         print(f"saved the cost model to {args.save_cost_model}")
-
-
-@contextmanager
-def _runner(args, measure_settings):
-    """The backend to tune for and, for remote devices, the runner that times on them (else None:
-    ``tune`` makes the local one)."""
-    backend = _backend(args, measure=True)
-    if not args.rpc:
-        yield backend, None
-        return
-    from .rpc_runner import RPCRunner
-
-    runner = RPCRunner(backend, measure_settings, _remote(args))
-    try:
-        yield backend, runner
-    finally:
-        runner.close()
 
 
 def _option(text: str) -> tuple[str, str]:
@@ -266,7 +214,7 @@ def _cmd_build(args) -> None:
 
     model = _load_model(args)
     with _open_cache(args.cache) as cache:
-        backend = _backend(args, cache)
+        backend = command_backend(args, cache)
         cc = find_compiler(backend.target, args.cc)
         built = build(model, backend, cache)
         hint = _other_timing_hint(cache, backend, built.coverage.tasks - built.coverage.tasks_tuned)
@@ -284,13 +232,12 @@ def _cmd_bench(args) -> None:
         raise TunerError(f"--repeat must be at least 1, got {args.repeat}")
     model = _load_model(args)
     with _open_cache(args.cache) as cache:
-        backend = _backend(args, measure=True)
+        backend = command_backend(args, measure=True)
         if args.rpc:
             from .remote_bench import bench_remote
 
-            if args.profile:
-                raise TunerError("--profile times the tasks on this machine only; leave it out with --rpc")
-            report = bench_remote(model, backend, cache, _remote(args), repeat=args.repeat, cc=args.cc)
+            report = bench_remote(model, backend, cache, remote_settings(args), repeat=args.repeat, cc=args.cc,
+                                  profile=args.profile)
         else:
             report = bench(model, backend, cache, repeat=args.repeat, profile=args.profile)
         hint = _other_timing_hint(cache, backend, report.tasks - report.tasks_tuned)
@@ -357,10 +304,17 @@ def _import(cache, path) -> None:
 _COMMANDS = {"tasks": _cmd_tasks, "tune": _cmd_tune, "build": _cmd_build, "bench": _cmd_bench, "cache": _cmd_cache}
 
 
+# commands whose output is a table or a file: TVM's and ONNX Runtime's log lines stay out of it
+_QUIET = ("tasks", "build", "bench")
+
+
 def main(argv=None) -> int:
+    from .quiet import quiet
+
     args = _parser().parse_args(argv)
     try:
-        _COMMANDS[args.command](args)
+        with quiet(verbose=getattr(args, "verbose", False) or args.command not in _QUIET):
+            _COMMANDS[args.command](args)
     except TunerError as err:
         print(f"tuner: error: {err}", file=sys.stderr)
         return EXIT_USAGE

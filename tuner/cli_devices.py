@@ -1,0 +1,62 @@
+"""The command line's device options: which backend a command works for (this machine, a target
+given, or remote devices behind an RPC tracker) and the runner that times on remote devices."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from .errors import TunerError
+
+
+def add_device_args(parser) -> None:
+    group = parser.add_argument_group("remote devices (README: Remote devices)")
+    group.add_argument("--rpc", metavar="HOST:PORT", help="the RPC tracker that hands out the devices to time on")
+    group.add_argument("--device-key", metavar="KEY", help="the key the devices' RPC servers registered under; "
+                       "without --rpc, 'build' applies the records tuned on such a device")
+    group.add_argument("--cc", metavar="PATH", help="the compiler that links libraries for the target (default: "
+                       "from the target's mtriple, e.g. aarch64-linux-gnu-gcc)")
+
+
+def command_backend(args, cache=None, measure: bool = False):
+    """The backend the command works for: this machine, a target given, or the devices of ``--rpc``/
+    ``--device-key``. ``measure``: the command times code, so a foreign target needs a device."""
+    from .backend import resolve_backend
+    from .remote import RemoteSettings, remote_backend, stored_backend
+
+    rpc, key = getattr(args, "rpc", None), getattr(args, "device_key", None)
+    if rpc:
+        if not key:
+            raise TunerError("--rpc needs --device-key KEY, the key the devices' servers registered under")
+        return remote_backend(args.target, RemoteSettings.parse(rpc, key), args.timing)
+    if key:
+        if measure or cache is None:
+            raise TunerError("--device-key needs --rpc HOST:PORT, the tracker to reach the devices through")
+        return stored_backend(cache, args.target, key, args.timing)
+    backend = resolve_backend(args.target, timing=args.timing)
+    if measure and backend.foreign:
+        raise TunerError(f"target {backend.target.get('mtriple')} is another machine's: its code is timed on the "
+                         f"device; pass --rpc HOST:PORT --device-key KEY (README: Remote devices)")
+    return backend
+
+
+def remote_settings(args):
+    from .remote import RemoteSettings
+
+    return RemoteSettings.parse(args.rpc, args.device_key) if getattr(args, "rpc", None) else None
+
+
+@contextmanager
+def remote_runner(args, measure_settings):
+    """The backend to tune for and, for remote devices, the runner that times on them (else None:
+    ``tune`` makes the local one)."""
+    backend = command_backend(args, measure=True)
+    if not args.rpc:
+        yield backend, None
+        return
+    from .rpc_runner import RPCRunner
+
+    runner = RPCRunner(backend, measure_settings, remote_settings(args))
+    try:
+        yield backend, runner
+    finally:
+        runner.close()
