@@ -216,3 +216,25 @@ def test_wrong_hung_and_crashing_candidates_become_errors_on_the_devices():
     assert good.ok
     assert hang.error_kind == "timeout" and "session ended after 5 s" in hang.error_msg
     assert crash.error_kind == "crash" and "on each of 2 tries" in crash.error_msg
+
+
+def test_a_bug_while_measuring_is_raised_not_taken_for_a_lost_device(monkeypatch):
+    import tuner
+    import tuner.rpc_runner
+    from tuner.measure import MeasureSettings
+    from tuner.messages import Artifact
+    from tuner.remote import remote_backend
+    from tuner.rpc_runner import RPCRunner
+
+    def broken(remote):
+        raise ZeroDivisionError("a bug in the session code")
+
+    with devices(1) as farm:
+        remote = farm.remote()
+        device_backend = remote_backend("host", remote, "cold")
+        task = tuner.partition(tuner.load(bm.gemm_model(batch=4, in_features=24, out_features=8)),
+                               device_backend).tasks[0]
+        with RPCRunner(device_backend, MeasureSettings(), remote) as runner:
+            monkeypatch.setattr(tuner.rpc_runner, "request_session", broken)
+            with pytest.raises(ZeroDivisionError, match="a bug in the session code"):
+                runner.run(task, [Artifact(config=None, path=None)])

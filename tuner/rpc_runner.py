@@ -89,18 +89,28 @@ class RPCRunner:
             workers = min(len(artifacts), device_count(self.remote))
         except RemoteError as err:  # the key's devices are all gone before this batch
             raise DevicesLostError(str(err), results) from None
-        threads = [threading.Thread(target=self._serve, args=(jobs, results, io, arrays, expected, lost), daemon=True)
+        bugs: list[BaseException] = []
+        threads = [threading.Thread(target=self._serve_or_report, daemon=True,
+                                    args=(bugs, jobs, results, io, arrays, expected, lost))
                    for _ in range(workers)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
+        if bugs:  # not a device's fault: a bug here, raised where the caller sees it
+            raise bugs[0]
         if any(result is None for result in results):
             raise DevicesLostError(lost[-1] if lost else "the devices stopped answering", results)
         for artifact in artifacts:
             if artifact.path is not None and os.path.exists(artifact.path):
                 os.remove(artifact.path)
         return results
+
+    def _serve_or_report(self, bugs: list, *args) -> None:
+        try:
+            self._serve(*args)
+        except Exception as err:  # noqa: BLE001 - handed to the calling thread
+            bugs.append(err)
 
     def _serve(self, jobs: deque, results: list, io: TaskIO, arrays, expected, lost: list) -> None:
         """One device's share: take a job, time it in a fresh session, until the queue is empty."""
