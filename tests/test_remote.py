@@ -155,21 +155,29 @@ def test_bench_times_on_the_device_and_compares_outputs_here(small_model, tmp_pa
     assert "each task's kernel timed alone on the device" in result.stdout
 
 
-def test_unreachable_tracker_unknown_key_and_foreign_target_are_one_line(small_model):
-    tracker_down = run_cli("tune", small_model, "--rpc", f"127.0.0.1:{_free_port()}", "--device-key", "x",
-                           "--trials", 1)
-    assert tracker_down.returncode == 2 and "cannot reach the RPC tracker" in tracker_down.stderr
+def _cli(capsys, *args):
+    """The command line run in this process (no start-up of a new interpreter): (status, stderr)."""
+    from tuner.cli import main
+
+    status = main([str(arg) for arg in args])
+    return status, capsys.readouterr().err
+
+
+def test_unreachable_tracker_unknown_key_and_foreign_target_are_one_line(small_model, capsys):
+    tracker_down = _cli(capsys, "tune", small_model, "--rpc", f"127.0.0.1:{_free_port()}", "--device-key", "x",
+                        "--trials", 1)
+    assert tracker_down[0] == 2 and "cannot reach the RPC tracker" in tracker_down[1]
     with devices(1) as farm:
-        unknown = run_cli("tune", small_model, "--rpc", farm.address, "--device-key", "nosuch", "--trials", 1)
-        other_arch = run_cli("tune", small_model, "--rpc", farm.address, "--device-key", farm.key,
-                             "--target", json.dumps(AARCH64), "--trials", 1)
-    assert unknown.returncode == 2 and "no device is registered under key 'nosuch'" in unknown.stderr
-    assert f"keys there: {farm.key}" in unknown.stderr
-    assert other_arch.returncode == 2 and "the target is for aarch64-linux-gnu but the devices" in other_arch.stderr
-    foreign = run_cli("tune", small_model, "--target", json.dumps(AARCH64), "--trials", 1)
-    assert foreign.returncode == 2 and "--rpc HOST:PORT --device-key KEY" in foreign.stderr
-    for result in (tracker_down, unknown, other_arch, foreign):
-        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        unknown = _cli(capsys, "tune", small_model, "--rpc", farm.address, "--device-key", "nosuch", "--trials", 1)
+        other_arch = _cli(capsys, "tune", small_model, "--rpc", farm.address, "--device-key", farm.key,
+                          "--target", json.dumps(AARCH64), "--trials", 1)
+    assert unknown[0] == 2 and "no device is registered under key 'nosuch'" in unknown[1]
+    assert f"keys there: {farm.key}" in unknown[1]
+    assert other_arch[0] == 2 and "the target is for aarch64-linux-gnu but the devices" in other_arch[1]
+    foreign = _cli(capsys, "tune", small_model, "--target", json.dumps(AARCH64), "--trials", 1)
+    assert foreign[0] == 2 and "--rpc HOST:PORT --device-key KEY" in foreign[1]
+    for status, stderr in (tracker_down, unknown, other_arch, foreign):
+        assert len(stderr.strip().splitlines()) == 1, stderr
 
 
 @pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None,
@@ -182,11 +190,10 @@ def test_cross_compiles_an_aarch64_library(small_model, tmp_path):
     assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == 183  # EM_AARCH64
 
 
-def test_a_missing_cross_compiler_is_named(small_model, tmp_path):
+def test_a_missing_cross_compiler_is_named(small_model, tmp_path, capsys):
     target = dict(AARCH64, mtriple="riscv64-linux-gnu", mcpu="generic-rv64")
-    result = run_cli("build", small_model, "--target", json.dumps(target), "-o", tmp_path / "m.so")
-    assert result.returncode == 2 and "no cross compiler for riscv64-linux-gnu" in result.stderr
-    assert "--cc PATH" in result.stderr
+    status, stderr = _cli(capsys, "build", small_model, "--target", json.dumps(target), "-o", tmp_path / "m.so")
+    assert status == 2 and "no cross compiler for riscv64-linux-gnu" in stderr and "--cc PATH" in stderr
 
 
 def test_wrong_hung_and_crashing_candidates_become_errors_on_the_devices():
