@@ -58,7 +58,7 @@ class RPCRunner:
         self.backend = backend
         self.settings = settings
         self.remote = remote
-        self.devices = device_count(remote)
+        device_count(remote)  # the tracker is up and knows the key, before any build
         # the reference runs here, on this machine's own target: the device's may not run here
         self._references = References({"kind": "llvm"}, settings.reference_timeout_s)
         self.options = timing_options(backend, settings)
