@@ -30,10 +30,12 @@ class TaskSchedule:
     cached_cost_s: float | None = None
     note: str = ""
     global_names: tuple[str, ...] = ()  # the model's functions this task stands for
+    nodes: tuple = ()  # the ONNX nodes it computes (tuner.provenance.Node)
 
     def to_json(self) -> dict:
         data = dict(self.__dict__)
         data["global_names"] = list(self.global_names)
+        data["nodes"] = [node.to_json() for node in self.nodes]
         return data
 
 
@@ -121,7 +123,7 @@ def schedule_task(task, target, record=None):
 
 def _task_schedule(task, rule, source, cost_s, note=""):
     return TaskSchedule(task.name, task.workload_key, task.weight, task.flops, rule, source, cost_s, note,
-                        task.global_names)
+                        task.global_names, task.nodes)
 
 
 def apply_schedules(parts: Partition, backend, cache=None):

@@ -56,6 +56,11 @@ CREATE TABLE IF NOT EXISTS features (
     data BLOB NOT NULL,
     PRIMARY KEY (backend_key, workload_key, feature_version, config_hash)
 );
+CREATE TABLE IF NOT EXISTS peaks (
+    backend_key TEXT PRIMARY KEY,
+    gflops REAL NOT NULL,
+    measured_at REAL NOT NULL
+);
 """
 
 
@@ -151,6 +156,17 @@ class Cache:
             "SELECT 1 FROM records WHERE backend_key = ? AND workload_key = ? AND config_hash = ?",
             (backend_key, workload_key, config_hash(canonical_json(json.loads(config_json))))).fetchone()
         return row is not None
+
+    def peak(self, backend_key: str) -> float | None:
+        """The measured peak GFLOP/s of this backend's machine (``tuner.peak``), if stored."""
+        row = self._conn.execute("SELECT gflops FROM peaks WHERE backend_key = ?", (backend_key,)).fetchone()
+        return float(row[0]) if row else None
+
+    def set_peak(self, backend_key: str, gflops: float) -> None:
+        import time
+
+        with self._write() as conn:
+            conn.execute("INSERT OR REPLACE INTO peaks VALUES (?, ?, ?)", (backend_key, gflops, time.time()))
 
     def backend(self, backend_key: str) -> str | None:
         row = self._conn.execute("SELECT description FROM backends WHERE backend_key = ?", (backend_key,)).fetchone()

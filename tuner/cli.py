@@ -56,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeat", type=int, default=7, help="timed repeats of each side (default 7)")
     bench.add_argument("--profile", action="store_true", help="also show the time each task takes in one run")
     add_device_args(bench)
+    report = commands.add_parser("report", help="a page on the tuned model: speed and correctness against ONNX "
+                                 "Runtime, time per layer, tuning curve")
+    _add_model_args(report)
+    _add_cache_arg(report)
+    report.add_argument("-o", "--output", metavar="REPORT.html", help="the HTML page to write")
+    report.add_argument("--json", metavar="FILE", help="write the same data as JSON to FILE")
+    report.add_argument("--repeat", type=int, default=7, help="timed repeats of each side (default 7)")
     _add_cache_commands(commands.add_parser("cache", help="inspect, export or import the tuning-log cache"))
     return parser
 
@@ -128,6 +135,7 @@ def _open_cache(path):
 
 
 def _cmd_tasks(args) -> None:
+    from .provenance import describe
     from .tasks import partition
 
     model, backend = _load_model(args), command_backend(args)
@@ -143,6 +151,7 @@ def _cmd_tasks(args) -> None:
         share = task.flops * task.weight / total
         print(f"{index:>3}  {task.name[:44]:<44} {task.weight:>6} {task.flops / 1e6:>10.2f} {share:>6.1%}  "
               f"{task.workload_key}")
+        print(f"{'':>5}ONNX nodes: {describe(task.nodes)}")
 
 
 def _cmd_tune(args) -> None:
@@ -249,6 +258,30 @@ def _cmd_bench(args) -> None:
             json.dump(report.to_json(), stream, indent=2)
 
 
+def _cmd_report(args) -> None:
+    from .report import gather
+    from .report_html import render
+
+    if not args.output and not args.json:
+        raise TunerError("say where the report goes: -o REPORT.html and/or --json FILE")
+    if args.repeat < 1:
+        raise TunerError(f"--repeat must be at least 1, got {args.repeat}")
+    model = _load_model(args)
+    with _open_cache(args.cache) as cache:
+        backend = command_backend(args, measure=True)
+        report = gather(model, backend, cache, repeat=args.repeat)
+    if args.output:
+        with open(args.output, "w") as stream:
+            stream.write(render(report))
+        print(f"wrote {args.output}")
+    if args.json:
+        with open(args.json, "w") as stream:
+            json.dump(report.to_json(), stream, indent=2)
+        print(f"wrote {args.json}")
+    print(f"{model.name}: {report.tuner_ms:.3f} ms, ONNX Runtime {report.onnxruntime_ms:.3f} ms "
+          f"({report.speedup:.2f}x); {report.tasks_tuned}/{report.tasks} tasks tuned")
+
+
 def _other_timing_hint(cache, backend, untuned: int) -> str | None:
     """A line for a build with untuned tasks from a cache that holds records of this machine timed the
     other way (a cache tuned before cold timing was the default holds hot ones)."""
@@ -301,11 +334,12 @@ def _import(cache, path) -> None:
     print(f"imported {new} new records into {cache.path} ({known} were already there)")
 
 
-_COMMANDS = {"tasks": _cmd_tasks, "tune": _cmd_tune, "build": _cmd_build, "bench": _cmd_bench, "cache": _cmd_cache}
+_COMMANDS = {"tasks": _cmd_tasks, "tune": _cmd_tune, "build": _cmd_build, "bench": _cmd_bench,
+             "report": _cmd_report, "cache": _cmd_cache}
 
 
 # commands whose output is a table or a file: TVM's and ONNX Runtime's log lines stay out of it
-_QUIET = ("tasks", "build", "bench")
+_QUIET = ("tasks", "build", "bench", "report")
 
 
 def main(argv=None) -> int:

@@ -44,6 +44,13 @@ class Model:
         self.output_names = tuple(o.name for o in proto.graph.output)
         self._relax = None
 
+    @property
+    def nodes(self):
+        """The graph's nodes (``tuner.provenance.Node``), in order: what tasks name as their origin."""
+        from .provenance import graph_nodes
+
+        return graph_nodes(self.proto)
+
     def relax_module(self):
         """The model as a Relax IRModule (weights bound as constants)."""
         if self._relax is None:
@@ -216,11 +223,11 @@ def parse_shape_arg(text: str) -> tuple[str, list[int]]:
 
 
 def _import_relax(model: Model):
-    from tvm.relax.frontend.onnx import from_onnx
+    from .provenance import import_onnx
 
     shape_dict = {spec.name: list(spec.shape) for spec in model.inputs}
     dtype_dict = {spec.name: spec.dtype for spec in model.inputs}
     try:
-        return from_onnx(model.proto, shape_dict=shape_dict, dtype_dict=dtype_dict)
+        return import_onnx(model.proto, shape_dict, dtype_dict)
     except Exception as err:  # the frontend raises many types, all with long texts
         raise ModelError(f"importing {model.name} into TVM failed: {error_line(err, last=True)}") from err

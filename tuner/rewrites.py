@@ -156,12 +156,101 @@ def _splittable(call) -> bool:
 
 
 def fold_batchnorm():
-    """TVM's FoldBatchnormToConv2D: an inference BatchNorm right after a convolution scales its
-    weights and adds to its bias; the constants are folded when the model is built, so the
-    BatchNorm costs nothing, as in ONNX Runtime."""
+    """An inference BatchNorm right after a convolution with constant weights scales those weights
+    and adds a bias, so that it costs nothing, as in ONNX Runtime. Written here rather than with
+    TVM's FoldBatchnormToConv2D because that one renames the convolution's binding, and binding
+    names carry the ONNX node each computation comes from (``tuner.provenance``)."""
+    import tvm
     from tvm import relax
 
-    return relax.transform.FoldBatchnormToConv2D()
+    @relax.expr_functor.mutator
+    class FoldBatchNorm(relax.PyExprMutator):
+        def __init__(self, module, uses):
+            super().__init__(module)
+            self.uses = uses
+
+        def visit_var_binding_(self, binding):
+            folded = _foldable_batchnorm(self, binding, self.uses)
+            if folded is None:
+                return super().visit_var_binding_(binding)
+            conv_var, conv, weight, bias = folded
+            data = self.visit_expr(conv.args[0])
+            attrs = conv.attrs
+            new_conv = relax.op.nn.conv2d(
+                data, relax.const(weight), strides=attrs.strides, padding=attrs.padding, dilation=attrs.dilation,
+                groups=attrs.groups, data_layout=attrs.data_layout, kernel_layout=attrs.kernel_layout,
+                out_layout=attrs.out_layout, out_dtype=attrs.out_dtype)
+            conv_out = self.builder_.emit(new_conv, name_hint=conv_var.name)
+            # named after the BatchNorm's own binding (``binding`` takes its first output)
+            norm_var = binding.value.tuple_value
+            name = norm_var.name if isinstance(norm_var, relax.Var) else binding.var.name
+            added = self.builder_.emit(relax.op.add(conv_out, relax.const(bias)), name_hint=name)
+            self.set_var_remap(binding.var, added)
+
+    @tvm.ir.transform.module_pass(opt_level=0, name="FoldBatchNorm")
+    def transform(module, _context):
+        module = module.clone()
+        for global_var, func in module.functions_items():
+            if isinstance(func, relax.Function):
+                module[global_var] = FoldBatchNorm(module, _use_counts(func)).visit_expr(func)
+        return relax.transform.DeadCodeElimination()(module)
+
+    return transform
+
+
+def _use_counts(func) -> dict:
+    """How often each variable is used in ``func``."""
+    from tvm import relax
+
+    counts: dict = {}
+
+    def visit(expr):
+        if isinstance(expr, relax.Var):
+            counts[expr] = counts.get(expr, 0) + 1
+
+    relax.analysis.post_order_visit(func.body, visit)
+    return counts
+
+
+def _constant(mutator, expr):
+    """The numpy value of a constant (or of a variable bound to one), else None."""
+    from tvm import relax
+    from tvm.ir.expr import Constant
+
+    if isinstance(expr, relax.Var):
+        expr = mutator.lookup_binding(expr)
+    return expr.value.numpy() if isinstance(expr, Constant) else None
+
+
+def _foldable_batchnorm(mutator, binding, uses):
+    """For ``y = batch_norm(conv2d(x, W), ...)[0]`` with constant weights and statistics, a conv whose
+    result nothing else uses and the NCHW/OIHW layouts: (conv's variable, conv call, scaled W, bias
+    of shape [1, C, 1, 1]); else None."""
+    import numpy as np
+    from tvm import relax
+
+    value = binding.value
+    if not isinstance(value, relax.TupleGetItem) or value.index != 0:
+        return None
+    norm = _bound_call(mutator, value.tuple_value, "relax.nn.batch_norm")
+    if norm is None or int(norm.attrs.axis) != 1 or bool(norm.attrs.training):
+        return None
+    conv_var = norm.args[0]
+    conv = _bound_call(mutator, conv_var, "relax.nn.conv2d")
+    if conv is None or uses.get(conv_var, 0) != 1 or (conv.attrs.data_layout, conv.attrs.kernel_layout,
+                                                      conv.attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
+        return None
+    weight = _constant(mutator, conv.args[1])
+    gamma, beta, mean, var = (_constant(mutator, arg) for arg in norm.args[1:5])
+    if weight is None or any(v is None for v in (gamma, beta, mean, var)):
+        return None
+    dtype = weight.dtype
+    gamma = gamma if bool(norm.attrs.scale) else np.ones_like(gamma)
+    beta = beta if bool(norm.attrs.center) else np.zeros_like(beta)
+    scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + float(norm.attrs.epsilon))
+    scaled = (weight.astype(np.float64) * scale.reshape(-1, 1, 1, 1)).astype(dtype)
+    bias = (beta.astype(np.float64) - mean.astype(np.float64) * scale).astype(dtype).reshape(1, -1, 1, 1)
+    return conv_var, conv, scaled, bias
 
 
 # In order: the BatchNorm is folded while the convolution before it is still one call.

@@ -31,10 +31,12 @@ class Task:
     func: object = field(repr=False, compare=False)
     global_names: tuple[str, ...] = ()
     num_outputs: int = 1  # the function's last parameters are its outputs (destination-passing style)
+    nodes: tuple = ()  # the ONNX nodes (tuner.provenance.Node) its call sites compute, in graph order
 
     def to_json(self) -> dict:
         return {"name": self.name, "workload_key": self.workload_key, "weight": self.weight,
-                "flops": self.flops, "global_names": list(self.global_names), "num_outputs": self.num_outputs}
+                "flops": self.flops, "global_names": list(self.global_names), "num_outputs": self.num_outputs,
+                "nodes": [node.to_json() for node in self.nodes]}
 
 
 @dataclass(frozen=True)
@@ -64,21 +66,32 @@ def fuse(relax_module, target):
     TIR function that are constants at every call site (weights) are listed in its
     ``layout_free_buffers`` attribute, so that a schedule may repack them at build time.
     """
+    return fuse_with_provenance(relax_module, target)[0]
+
+
+def fuse_with_provenance(relax_module, target):
+    """``fuse``, and for each function of the fused module that ``main`` calls, the indices of the ONNX
+    nodes its call sites compute (``tuner.provenance``; empty for a module from elsewhere)."""
+    import tvm
     from tvm import relax
 
+    from .provenance import fused_nodes
     from .rewrites import rewrite
 
     try:
         folded = rewrite(relax_module)
         # on Relax ops, before they are legalized: after, an erf is a scalar libm call per element
         folded = relax.transform.FastMathTransform()(folded)
-        with target:
-            fused = relax.get_pipeline("zero")(folded)
+        with target:  # the "zero" pipeline, with the module kept from just before FuseOps
+            legal = tvm.transform.Sequential([relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+                                              relax.transform.FoldConstant()])(folded)
+            grouped = relax.transform.FuseOps()(legal)
+            fused = relax.transform.FuseTIR()(grouped)
         fused = relax.transform.RewriteDataflowReshape()(fused)
         fused = relax.transform.DeadCodeElimination()(fused)
     except Exception as err:  # a lowering failure deep inside TVM
         raise BuildError(f"fusing the model failed: {error_line(err, last=True)}") from err
-    return _mark_layout_free(fused)
+    return _mark_layout_free(fused), fused_nodes(legal, grouped)
 
 
 @dataclass
@@ -131,7 +144,8 @@ def partition(model, backend) -> Partition:
     import tvm
     from tvm.s_tir.analysis import estimate_tir_flops
 
-    fused = fuse(model.relax_module(), backend.tvm_target())
+    fused, origins = fuse_with_provenance(model.relax_module(), backend.tvm_target())
+    graph_nodes = model.nodes
     sites = _call_sites(fused)
     by_key: dict[str, dict] = {}
     for global_var, func in fused.functions_items():
@@ -146,7 +160,8 @@ def partition(model, backend) -> Partition:
     tasks = []
     for key, entry in by_key.items():
         flops = float(estimate_tir_flops(tvm.IRModule({"main": entry["func"]})))
+        indices = sorted(set().union(*(origins.get(name, set()) for name in entry["names"])))
         tasks.append(Task(entry["name"], key, entry["weight"], flops, entry["func"], tuple(entry["names"]),
-                          entry["outputs"]))
+                          entry["outputs"], tuple(graph_nodes[index] for index in indices)))
     tasks.sort(key=lambda task: -task.flops * task.weight)
     return Partition(fused, tuple(tasks))
