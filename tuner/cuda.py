@@ -14,7 +14,7 @@ import functools
 import os
 from dataclasses import dataclass
 
-from .errors import BuildError, NoDeviceError, error_line
+from .errors import BuildError, NoDeviceError, TargetError, error_line
 
 # A user's CUDA_PATH (a full toolkit) wins over the pip headers; this variable then stays untouched.
 _NVRTC_OPTIONS_VARIABLE = "TVM_CUDA_NVRTC_EXTRA_OPTS"
@@ -139,6 +139,14 @@ def require_gpu(what: str) -> GpuInfo:
         raise NoDeviceError(f"{what} for a CUDA target needs an NVIDIA GPU on this machine, and there is none "
                             f"({reason}); 'tuner build' still compiles for it")
     return gpu
+
+
+def require_timing(what: str) -> None:
+    """Raise for ``what`` (e.g. 'tuning') on a CUDA target: without a GPU there is nothing to time on,
+    and with one the runners (which time on the CPU) cannot time GPU kernels yet."""
+    require_gpu(what)
+    raise TargetError(f"{what} for a CUDA target is not supported yet (only CPU code is timed); "
+                      f"'tuner build' compiles it with default schedules")
 
 
 def kernel_sources(module) -> list[str]:
