@@ -96,7 +96,8 @@ class BuiltModel:
     def runner(self):
         from .runtime import CompiledModel
 
-        return CompiledModel(self.executable, self.inputs, self.output_names, self.backend.num_cores)
+        return CompiledModel(self.executable, self.inputs, self.output_names, self.backend.num_cores,
+                             self.backend.is_cuda)
 
 
 def sidecar_path(library_path) -> Path:
