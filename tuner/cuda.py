@@ -168,6 +168,11 @@ def compile_kernels(source: str, arch: str, target_format: str = "cubin") -> byt
     from tvm.support import nvcc
 
     try:
+        from cuda.bindings import nvrtc  # noqa: F401
+    except ImportError:
+        raise BuildError("CUDA targets need NVRTC and the CUDA headers: pip install 'onnx-autotuner[cuda]'") from None
+
+    try:
         return bytes(nvcc.compile_cuda(source, target_format=target_format, arch=arch, compiler="nvrtc"))
     except Exception as err:  # NVRTC's log: the first line that names an error
         lines = [line.strip() for line in str(err).splitlines() if "error" in line]
