@@ -88,11 +88,7 @@ class CudaMatmulRule(Rule):
         self.max_threads = _limit(target, "max_num_threads", 1024)
         self.max_shared_bytes = _limit(target, "max_shared_memory_per_block", DEFAULT_SHARED_MEMORY_BYTES)
         self.element_bytes = max((tvm.DataType(p.ty.dtype).bits + 7) // 8 for p in func.params)
-        try:
-            fits = self._dlight(self._DEFAULT) is not None
-        except (ScheduleError, InternalError):  # dlight's analysis accepted it, its default tiling not
-            fits = False
-        if not fits:
+        if _try_rule(_ConfiguredMatmul(self._dlight_config(self._DEFAULT)), func, target) is None:
             raise NotApplicable("not a matmul-like reduction")
 
     def default_values(self) -> dict:
@@ -128,11 +124,23 @@ class CudaMatmulRule(Rule):
         _replay(sch, scheduled)
 
     def _dlight(self, values: dict) -> Schedule | None:
-        config = gpu.Matmul.Config(
+        return _ConfiguredMatmul(self._dlight_config(values)).apply(self.func, self.target, False)
+
+    @staticmethod
+    def _dlight_config(values: dict) -> gpu.Matmul.Config:
+        return gpu.Matmul.Config(
             block_size_x=values["block_x"], block_size_y=values["block_y"], micro_size_x=values["micro_x"],
             micro_size_y=values["micro_y"], micro_size_k=values["micro_k"], vector_size=values["vector"],
             unroll=values["unroll"], use_shared=values["shared"], storage_align=values["shared"])
-        return _ConfiguredMatmul(config).apply(self.func, self.target, False)
+
+
+def _try_rule(rule, func, target) -> Schedule | None:
+    """dlight's schedule of ``func``, or None where the rule does not fit; dlight's analyses assert
+    on some shapes they do not handle (a GEMV without spatial loops, say) instead of declining."""
+    try:
+        return rule.apply(func, target, False)
+    except (AssertionError, ScheduleError, InternalError):
+        return None
 
 
 def cuda_space_for(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> SearchSpace:
@@ -145,7 +153,7 @@ def cuda_space_for(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> Search
     except (NotApplicable, InvalidConfigError):
         pass
     for name, make in _FIXED_RULES:
-        scheduled = make().apply(func, target, False)
+        scheduled = _try_rule(make(), func, target)
         if scheduled is not None:
             return SearchSpace(func, target, FixedDlightRule(name, scheduled))
     raise InvalidConfigError("no CUDA schedule rule fits this function (dlight's fallback rejects it)")

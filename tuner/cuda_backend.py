@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 
+from search_spaces.cuda import DEFAULT_SHARED_MEMORY_BYTES
+
 from .errors import TargetError, error_line
 
 _ARCH = re.compile(r"sm_(\d+)(\d)([a-z]?)")
@@ -41,6 +43,7 @@ def resolve_cuda_backend(target_dict: dict, device: str | None, timing: str, dev
     if here:
         target_dict.setdefault("max_threads_per_block", gpu.max_threads_per_block)
         target_dict.setdefault("max_shared_memory_per_block", gpu.max_shared_memory_per_block)
+    target_dict.setdefault("max_shared_memory_per_block", DEFAULT_SHARED_MEMORY_BYTES)
     try:
         target = tvm.target.Target(target_dict)
     except Exception as err:  # TVM raises ValueError/TVMError with a multi-line text
