@@ -8,6 +8,9 @@
 * ``elementwise``: only spatial blocks (elementwise, broadcast, layout, concat, pad);
 * ``fallback``: anything else; parallelizes the outer loops where legal.
 
+A CUDA target gets the GPU rules of ``search_spaces.cuda`` instead (``CUDA_RULES``),
+on TVM's dlight schedules, which bind every loop to blocks and threads.
+
 Each space has ``knobs`` (the finite choices of every knob), a heuristic
 ``default_config()`` (``default_configs()``: with the configs the heuristic could not
 tell from it), ``sample(rng)``, ``mutate(config, rng)``, ``validate(config)``
@@ -22,6 +25,7 @@ import tvm
 
 from .analysis import analyze
 from .config import Config, InvalidConfigError
+from .cuda import CUDA_RULES, cuda_space_for
 from .elementwise import ElementwiseRule
 from .fallback import FallbackRule
 from .reduction import ReductionRule
@@ -29,7 +33,7 @@ from .space import NotApplicable, SearchSpace
 from .tiled_reduction import TiledReductionRule
 from .tiling import VectorUnit
 
-__all__ = ["Config", "InvalidConfigError", "SearchSpace", "space_for", "RULES", "SPACE_VERSION"]
+__all__ = ["Config", "InvalidConfigError", "SearchSpace", "space_for", "RULES", "CUDA_RULES", "SPACE_VERSION"]
 
 RULES = ("tiled_reduction", "reduction", "elementwise", "fallback")
 
@@ -61,6 +65,8 @@ def space_for(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> SearchSpace
     on a valid PrimFunc (the ``fallback`` rule takes the rest)."""
     if not isinstance(func, tvm.tirx.PrimFunc):
         raise TypeError(f"space_for needs a tvm.tirx.PrimFunc, got {type(func).__name__}")
+    if target.kind.name == "cuda":  # CPU rules would leave loops unbound, which no GPU can run
+        return cuda_space_for(func, target)
     info = analyze(func)
     cores = num_cores(target)
     rules = (lambda: TiledReductionRule(func, info, cores, vector_unit(target)),

@@ -59,7 +59,7 @@ def test_key_changes_with_how_costs_are_timed(backend):
     ("llvm -mcpu=znver4", "JSON dict"),
     ("{not json", "not valid JSON"),
     ('["llvm"]', "must be an object"),
-    ('{"kind": "cuda"}', "not supported"),
+    ('{"kind": "rocm"}', "not supported"),
     ('{"kind": "llvm", "mcpu": "nosuchcpu"}', "nosuchcpu"),
 ])
 def test_bad_targets(spec, fragment):

@@ -51,6 +51,7 @@ class Backend:
     space_version: int = 0
     timing: str = "hot"  # a description without it is from before cold timing: its records are hot
     device_key: str | None = None  # the RPC tracker's key of a remote device; None: this machine
+    gpu: dict | None = field(default=None, hash=False)  # a GPU target's card, driver and compiler versions
 
     def __post_init__(self):
         if self.timing not in TIMINGS:
@@ -71,6 +72,8 @@ class Backend:
             description["timing"] = self.timing
         if self.device_key is not None:
             description["device_key"] = self.device_key
+        if self.gpu is not None:
+            description["gpu"] = self.gpu
         return description
 
     def to_json(self) -> str:
@@ -82,14 +85,17 @@ class Backend:
         return cls(target=data["target"], device=data["device"], features=tuple(data["features"]),
                    num_cores=int(data["num_cores"]), tvm_version=data["tvm_version"],
                    space_version=int(data.get("space_version", 0)), timing=data.get("timing", "hot"),
-                   device_key=data.get("device_key"))
+                   device_key=data.get("device_key"), gpu=data.get("gpu"))
 
     @property
     def key(self) -> str:
-        """Readable prefix plus a digest of the whole description, e.g. ``llvm-znver4-2c-1a2b3c4d5e6f``."""
+        """Readable prefix plus a digest of the whole description, e.g. ``llvm-znver4-2c-1a2b3c4d5e6f``
+        or ``cuda-sm_90-1a2b3c4d5e6f``."""
         digest = hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
         cpu = self.target.get("mcpu", "generic")
         remote = f"{self.device_key}-" if self.device_key is not None else ""
+        if self.is_cuda:
+            return f"cuda-{self.target.get('arch')}-{remote}{digest}"
         return f"{self.target.get('kind', 'llvm')}-{cpu}-{self.num_cores}c-{remote}{digest}"
 
     def tvm_target(self):
@@ -98,12 +104,18 @@ class Backend:
         return tvm.target.Target(self.target)
 
     @property
+    def is_cuda(self) -> bool:
+        return self.target.get("kind") == "cuda"
+
+    @property
     def foreign(self) -> bool:
         """Whether the code is for another architecture than this machine's (it cannot run here)."""
         return is_foreign(self.target)
 
     def __str__(self) -> str:
         where = f"device {self.device_key!r}: " if self.device_key is not None else ""
+        if self.is_cuda:
+            return f"{self.key} ({where}{self.device}, compute capability {self.gpu['compute_capability']})"
         return f"{self.key} ({where}{self.device}, {self.num_cores} cores, {self.timing} timing)"
 
 
@@ -222,8 +234,13 @@ def resolve_backend(spec="host", device: str | None = None, timing: str = DEFAUL
     import search_spaces
 
     target_dict = host_target() if spec in (None, "host") else parse_target(spec)
+    if target_dict.get("kind") == "cuda":
+        from .cuda_backend import resolve_cuda_backend
+
+        return resolve_cuda_backend(target_dict, device, timing, device_key)
     if target_dict.get("kind") != "llvm":
-        raise TargetError(f"target kind {target_dict.get('kind')!r} is not supported yet: use 'llvm' (CPU)")
+        raise TargetError(f"target kind {target_dict.get('kind')!r} is not supported: use 'llvm' (CPU) or "
+                          f"'cuda' (NVIDIA GPU)")
     if "num-cores" not in target_dict:
         if is_foreign(target_dict):
             raise TargetError(f"target {json.dumps(target_dict)} is for another machine: give its core count "

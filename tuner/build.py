@@ -3,7 +3,8 @@
 Each task gets the best cached config of this backend when there is one, and
 its search space's default config otherwise. Weights that a schedule packs into
 a blocked layout are packed here, once (``tuner.prepack``). The result says which tasks had
-a record and what share of the model's FLOPs they hold.
+a record and what share of the model's FLOPs they hold. For a CUDA target the
+kernels are compiled through NVRTC as a check; the library keeps their source.
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ class BuiltModel:
     def runner(self):
         from .runtime import CompiledModel
 
-        return CompiledModel(self.executable, self.inputs, self.output_names, self.backend.num_cores)
+        return CompiledModel(self.executable, self.inputs, self.output_names, self.backend.num_cores,
+                             self.backend.is_cuda)
 
 
 def sidecar_path(library_path) -> Path:
@@ -150,8 +152,20 @@ def build(model, backend, cache=None) -> BuiltModel:
     parts = partition(model, backend)
     module, schedules = apply_schedules(parts, backend, cache)
     try:
-        module = prepack_weights(module, backend.tvm_target())
+        if not backend.is_cuda:  # folding the packing runs it, which needs the device; GPU rules pack nothing
+            module = prepack_weights(module, backend.tvm_target())
         executable = tvm.compile(module, target=backend.tvm_target())
     except Exception as err:  # codegen failures carry long C++ traces
         raise BuildError(f"compiling {model.name} failed: {error_line(err, last=True)}") from err
+    if backend.is_cuda:
+        _check_kernels(executable, backend)
     return BuiltModel(executable, model.name, model.inputs, model.output_names, backend, schedules)
+
+
+def _check_kernels(executable, backend) -> None:
+    """Compile the CUDA kernels through NVRTC now: the library holds their source, which a GPU machine
+    compiles when it loads it, and an error should show here rather than there."""
+    from .cuda import compile_kernels, kernel_sources
+
+    for source in kernel_sources(executable):
+        compile_kernels(source, str(backend.target["arch"]))

@@ -33,6 +33,10 @@ def command_backend(args, cache=None, measure: bool = False):
             raise TunerError("--device-key needs --rpc HOST:PORT, the tracker to reach the devices through")
         return stored_backend(cache, args.target, key, args.timing)
     backend = resolve_backend(args.target, timing=args.timing)
+    if measure and backend.is_cuda:
+        from .cuda import require_timing
+
+        require_timing(f"'tuner {args.command}'")
     if measure and backend.foreign:
         raise TunerError(f"target {backend.target.get('mtriple')} is another machine's: its code is timed on the "
                          f"device; pass --rpc HOST:PORT --device-key KEY (README: Remote devices)")

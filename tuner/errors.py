@@ -30,6 +30,10 @@ class TargetError(TunerError):
     """The target description is malformed or not supported."""
 
 
+class NoDeviceError(TargetError):
+    """The target's code must run here (to be timed, say), and this machine has no such device."""
+
+
 class CacheError(TunerError):
     """The tuning-log cache file is unusable (not ours, corrupt, wrong schema)."""
 

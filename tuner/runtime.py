@@ -16,14 +16,19 @@ from .model import InputSpec
 class CompiledModel:
     """A model compiled by TVM, run on numpy arrays through the Relax VM."""
 
-    def __init__(self, executable, inputs: tuple[InputSpec, ...], output_names: tuple[str, ...], num_threads: int):
+    def __init__(self, executable, inputs: tuple[InputSpec, ...], output_names: tuple[str, ...], num_threads: int,
+                 cuda: bool = False):
         import tvm
         from tvm import relax
 
+        if cuda:  # the kernels are compiled when the library is loaded, which needs the GPU and its runtime
+            from .cuda import require_gpu
+
+            require_gpu("running a model built")
         set_num_threads(num_threads)
         self.inputs = inputs
         self.output_names = output_names
-        self.device = tvm.cpu()
+        self.device = tvm.cuda(0) if cuda else tvm.cpu()
         self._vm = relax.VirtualMachine(executable, self.device)
 
     def tensors(self, arrays) -> list:
@@ -107,7 +112,12 @@ def load_module(path) -> CompiledModel:
         inputs = tuple(InputSpec.from_json(item) for item in meta["inputs"])
         outputs = tuple(meta["outputs"])
         num_threads = int(meta["backend"]["num_cores"])
-    except (ValueError, KeyError, TypeError) as err:
+        cuda = meta["backend"]["target"].get("kind") == "cuda"
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise BuildError(f"{meta_path} is not a valid build description: {err}") from None
+    if cuda:
+        from .cuda import require_gpu
+
+        require_gpu("loading a model built")
     library = tvm.runtime.load_module(str(path))
-    return CompiledModel(library, inputs, outputs, num_threads)
+    return CompiledModel(library, inputs, outputs, num_threads, cuda)

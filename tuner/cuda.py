@@ -1,0 +1,180 @@
+"""The CUDA pieces TVM needs, from the pip packages ``nvidia-cuda-nvrtc``, ``nvidia-cuda-runtime``,
+``nvidia-cuda-cccl`` and ``cuda-bindings``, and the GPU of this machine.
+
+TVM's CUDA codegen writes CUDA C++; the kernels are compiled by NVRTC (through ``cuda-bindings``)
+when a library is loaded, with the CUDA headers found from ``CUDA_PATH`` or ``nvcc`` on PATH. Its
+CUDA runtime (``libtvm_runtime_cuda.so``) needs ``libcudart.so.13`` and the driver's ``libcuda.so.1``;
+``import tvm`` silently skips it when one is missing. ``prepare`` points TVM at the pip-installed
+headers and loads the runtime, so nobody has to set a variable or a library path by hand.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+from .errors import BuildError, NoDeviceError, TargetError, error_line
+
+# A user's CUDA_PATH (a full toolkit) wins over the pip headers; this variable then stays untouched.
+_NVRTC_OPTIONS_VARIABLE = "TVM_CUDA_NVRTC_EXTRA_OPTS"
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """The CUDA GPU of this machine."""
+
+    model: str
+    compute_capability: str  # "9.0"
+    max_threads_per_block: int
+    max_shared_memory_per_block: int
+    driver_version: str | None = None
+    runtime_version: str | None = None
+
+    @property
+    def arch(self) -> str:
+        return "sm_" + self.compute_capability.replace(".", "")
+
+
+@functools.cache
+def prepare() -> str | None:
+    """Make TVM find the pip-installed CUDA headers and load its CUDA runtime, once a process.
+    Returns why the CUDA runtime cannot be used here (no driver, say), or None when it can."""
+    _use_pip_headers()
+    return _load_runtime()
+
+
+def _use_pip_headers() -> None:
+    if "CUDA_PATH" in os.environ:
+        return
+    try:
+        from cuda import pathfinder
+    except ImportError:  # no cuda-bindings: TVM looks for nvcc on PATH
+        return
+    include = pathfinder.find_nvidia_header_directory("cudart")
+    if include is None:
+        return
+    # TVM adds CUDA_PATH/include; the pip layout keeps CCCL (cuda/std/...) in include/cccl
+    os.environ["CUDA_PATH"] = os.path.dirname(include)
+    cccl = pathfinder.find_nvidia_header_directory("cccl")
+    options = os.environ.get(_NVRTC_OPTIONS_VARIABLE, "")
+    if cccl is not None and f"-I{cccl}" not in options.split():
+        os.environ[_NVRTC_OPTIONS_VARIABLE] = f"{options} -I{cccl}".strip()
+
+
+def _load_runtime() -> str | None:
+    from pathlib import Path
+
+    from tvm.base import _LOADED_LIBS
+    from tvm_ffi.libinfo import load_lib_ctypes
+
+    if "tvm_runtime_cuda" in _LOADED_LIBS:
+        return None
+    try:
+        from cuda import pathfinder
+
+        pathfinder.load_nvidia_dynamic_lib("cudart")  # libcudart.so.13, then found by its soname
+    except Exception as err:  # not installed: the system's library may still do
+        missing = error_line(err)
+    else:
+        missing = None
+    runtime_dir = Path(_LOADED_LIBS["tvm_runtime"]._name).resolve().parent
+    try:
+        _LOADED_LIBS["tvm_runtime_cuda"] = load_lib_ctypes(package="tvm", target_name="tvm_runtime_cuda",
+                                                           extra_lib_paths=[runtime_dir], mode="RTLD_LOCAL")
+    except (OSError, RuntimeError) as err:
+        return missing or error_line(err)
+    return None
+
+
+@functools.cache
+def detect_gpu() -> GpuInfo | None:
+    """This machine's first CUDA GPU; None without a driver or a GPU."""
+    if prepare() is not None:
+        return None
+    import tvm
+
+    device = tvm.cuda(0)
+    if not device.exist:
+        return None
+    return GpuInfo(model=str(device.device_name), compute_capability=str(device.compute_version),
+                   max_threads_per_block=int(device.max_threads_per_block),
+                   max_shared_memory_per_block=int(device.max_shared_memory_per_block),
+                   driver_version=_version(device.driver_version), runtime_version=_runtime_version())
+
+
+def _version(number) -> str | None:
+    """CUDA's integer versions: 13020 -> '13.2'."""
+    if number is None or int(number) <= 0:
+        return None
+    return f"{int(number) // 1000}.{int(number) % 1000 // 10}"
+
+
+def _runtime_version() -> str | None:
+    try:
+        from cuda.bindings import runtime
+
+        status, number = runtime.cudaRuntimeGetVersion()
+    except Exception:  # the version is only informative
+        return None
+    return _version(number) if int(status) == 0 else None
+
+
+def nvrtc_version() -> str | None:
+    """The version of the NVRTC that compiles the kernels, e.g. '13.5'; None when it is missing."""
+    try:
+        from cuda.bindings import nvrtc
+
+        status, major, minor = nvrtc.nvrtcVersion()
+    except Exception:  # missing or unloadable NVRTC
+        return None
+    return f"{major}.{minor}" if int(status) == 0 else None
+
+
+def require_gpu(what: str) -> GpuInfo:
+    """This machine's GPU, for ``what`` (e.g. 'timing code'); a NoDeviceError when it has none."""
+    gpu = detect_gpu()
+    if gpu is None:
+        reason = prepare() or "no CUDA device found"
+        raise NoDeviceError(f"{what} for a CUDA target needs an NVIDIA GPU on this machine, and there is none "
+                            f"({reason}); 'tuner build' still compiles for it")
+    return gpu
+
+
+def require_timing(what: str) -> None:
+    """Raise for ``what`` (e.g. 'tuning') on a CUDA target: without a GPU there is nothing to time on,
+    and with one the runners (which time on the CPU) cannot time GPU kernels yet."""
+    require_gpu(what)
+    raise TargetError(f"{what} for a CUDA target is not supported yet (only CPU code is timed); "
+                      f"'tuner build' compiles it with default schedules")
+
+
+def kernel_sources(module) -> list[str]:
+    """The CUDA C++ of every CUDA module that ``module`` (an executable or a runtime module) imports."""
+    root = getattr(module, "mod", module)
+    found, stack = [], [root]
+    while stack:
+        current = stack.pop()
+        if current.kind == "cuda":
+            found.append(str(current.inspect_source("")))
+        stack.extend(current.imports)
+    return found
+
+
+def compile_kernels(source: str, arch: str, target_format: str = "cubin") -> bytes:
+    """Compile ``source`` for ``arch`` ('sm_90') through NVRTC, as loading the library does on a GPU
+    machine, so that an error shows at build time; returns the cubin (or PTX)."""
+    prepare()
+    from tvm.support import nvcc
+
+    try:
+        from cuda.bindings import nvrtc  # noqa: F401
+    except ImportError:
+        raise BuildError("CUDA targets need NVRTC and the CUDA headers: pip install 'onnx-autotuner[cuda]'") from None
+
+    try:
+        return bytes(nvcc.compile_cuda(source, target_format=target_format, arch=arch, compiler="nvrtc"))
+    except Exception as err:  # NVRTC's log: the first line that names an error
+        lines = [line.strip() for line in str(err).splitlines() if "error" in line]
+        raise BuildError(f"NVRTC failed to compile the kernels for {arch}: "
+                         f"{lines[1] if len(lines) > 1 else error_line(err, last=True)}") from err
