@@ -1,7 +1,7 @@
 """Which ONNX nodes each task computes, carried from import through fusion.
 
 The carrier is the name of each binding in the model's Relax ``main``: the importer
-(``import_onnx``) names every binding ``onnx__<index of its ONNX node>``, the graph
+(``import_onnx``) names every binding ``onnx__<index of its ONNX node>_n``, the graph
 rewrites keep those names (``tuner.rewrites``), and so do TVM's legalization and
 constant folding. ``FuseOps`` is the one step that renames: it moves groups of bindings
 into functions shared by identical groups. ``fused_nodes`` replays each fused call on
@@ -29,10 +29,6 @@ class Node:
 
     def to_json(self) -> dict:
         return {"index": self.index, "name": self.name, "op_type": self.op_type}
-
-    @classmethod
-    def from_json(cls, data: dict) -> "Node":
-        return cls(int(data["index"]), data["name"], data["op_type"])
 
 
 def graph_nodes(proto) -> tuple[Node, ...]:
