@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 from .backend import DEFAULT_TIMING, TIMINGS
 from .budget import DEFAULT_MAX_S, DEFAULT_S_PER_TASK
-from .cli_devices import add_device_args, command_backend, remote_runner, remote_settings
+from .cli_devices import add_device_args, command_backend, export_candidates, remote_runner, remote_settings
 from .errors import TunerError
 from .measure import MeasureSettings
 from .progress import format_seconds
@@ -100,6 +100,9 @@ def _add_tune_args(tune) -> None:
     tune.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
     tune.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_args(tune)
+    tune.add_argument("--export-candidates", metavar="DIR", help="instead of timing here, build a batch of "
+                      "candidates per task into DIR for a device this machine cannot reach, named by --device-key "
+                      "(README: Offline devices)")
 
 
 def _add_cache_commands(cache) -> None:
@@ -111,9 +114,10 @@ def _add_cache_commands(cache) -> None:
     _add_cache_arg(export)
     export.add_argument("-o", "--output", default="-", help="file to write (default: stdout)")
     export.add_argument("--backend", help="only records of this backend key")
-    importing = actions.add_parser("import", help="read records from a JSON-lines export")
+    importing = actions.add_parser("import", help="read records from a JSON-lines export, or a device's timings "
+                                   "of candidates from --export-candidates")
     _add_cache_arg(importing)
-    importing.add_argument("file", help="export file to read")
+    importing.add_argument("file", help="export file to read, or the folder of exported candidates")
 
 
 def _load_model(args):
@@ -165,6 +169,9 @@ def _cmd_tune(args) -> None:
                                        confirm_runs=args.confirm_runs, cc=args.cc)
     cost_model = _cost_model(args, strategy)
     model = _load_model(args)
+    if args.export_candidates:
+        export_candidates(args, model, settings, strategy, cost_model, measure_settings)
+        return
     with _open_cache(args.cache) as cache, remote_runner(args, measure_settings) as (backend, runner):
         report = tune(model, backend, cache, settings, strategy=strategy, cost_model=cost_model, runner=runner,
                       measure_settings=measure_settings, progress=not args.quiet)
@@ -325,6 +332,11 @@ def _export(cache, args) -> None:
 
 
 def _import(cache, path) -> None:
+    from .offline import import_results, is_export
+
+    if is_export(path):
+        print(import_results(cache, path).summary())
+        return
     try:
         stream = open(path)
     except OSError as err:

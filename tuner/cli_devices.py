@@ -34,9 +34,9 @@ def command_backend(args, cache=None, measure: bool = False):
         return stored_backend(cache, args.target, key, args.timing)
     backend = resolve_backend(args.target, timing=args.timing)
     if measure and backend.is_cuda:
-        from .cuda import require_timing
+        from .cuda import require_gpu
 
-        require_timing(f"'tuner {args.command}'")
+        require_gpu(f"'tuner {args.command}'")
     if measure and backend.foreign:
         raise TunerError(f"target {backend.target.get('mtriple')} is another machine's: its code is timed on the "
                          f"device; pass --rpc HOST:PORT --device-key KEY (README: Remote devices)")
@@ -64,3 +64,30 @@ def remote_runner(args, measure_settings):
         yield backend, runner
     finally:
         runner.close()
+
+
+def export_candidates(args, model, settings, strategy, cost_model, measure_settings) -> None:
+    """``tuner tune --export-candidates DIR``: one round of candidates for the offline device of
+    ``--device-key``, chosen with what the cache holds of it."""
+    from .cache import Cache
+    from .offline import export_candidates as export
+
+    if not args.device_key or args.rpc:
+        raise TunerError("--export-candidates needs --device-key NAME (the name the device's records are filed "
+                         "under) and no --rpc (a device reached through a tracker is timed directly)")
+    with Cache(args.cache) as cache:
+        backend = offline_backend(cache, args.target, args.device_key, args.timing)
+        report = export(model, backend, cache, args.export_candidates, settings, measure_settings=measure_settings,
+                        cost_model=cost_model, strategy=strategy)
+    print(report.summary())
+
+
+def offline_backend(cache, spec, key: str, timing: str):
+    """The backend of the offline device ``key``: the one its imported records are filed under, or for
+    a first round, the target given (its GPU or CPU is filled in when its results are imported)."""
+    from .backend import resolve_backend
+    from .remote import stored_backend, stored_backends
+
+    if stored_backends(cache, spec, key, timing):
+        return stored_backend(cache, spec, key, timing)
+    return resolve_backend(spec, timing=timing, device_key=key)

@@ -14,11 +14,7 @@ import functools
 import os
 from dataclasses import dataclass
 
-from .errors import BuildError, NoDeviceError, TargetError, error_line
-
-# A user's CUDA_PATH (a full toolkit) wins over the pip headers; this variable then stays untouched.
-_NVRTC_OPTIONS_VARIABLE = "TVM_CUDA_NVRTC_EXTRA_OPTS"
-
+from .errors import BuildError, NoDeviceError, error_line
 
 @dataclass(frozen=True)
 class GpuInfo:
@@ -41,50 +37,21 @@ def prepare() -> str | None:
     """Make TVM find the pip-installed CUDA headers and load its CUDA runtime, once a process.
     Returns why the CUDA runtime cannot be used here (no driver, say), or None when it can."""
     _use_pip_headers()
+    import tvm.support.nvcc  # noqa: F401  registers the NVRTC callback that loading such a library calls
+
     return _load_runtime()
 
 
 def _use_pip_headers() -> None:
-    if "CUDA_PATH" in os.environ:
-        return
-    try:
-        from cuda import pathfinder
-    except ImportError:  # no cuda-bindings: TVM looks for nvcc on PATH
-        return
-    include = pathfinder.find_nvidia_header_directory("cudart")
-    if include is None:
-        return
-    # TVM adds CUDA_PATH/include; the pip layout keeps CCCL (cuda/std/...) in include/cccl
-    os.environ["CUDA_PATH"] = os.path.dirname(include)
-    cccl = pathfinder.find_nvidia_header_directory("cccl")
-    options = os.environ.get(_NVRTC_OPTIONS_VARIABLE, "")
-    if cccl is not None and f"-I{cccl}" not in options.split():
-        os.environ[_NVRTC_OPTIONS_VARIABLE] = f"{options} -I{cccl}".strip()
+    from .device_timing import use_pip_cuda_headers
+
+    use_pip_cuda_headers()
 
 
 def _load_runtime() -> str | None:
-    from pathlib import Path
+    from .device_timing import load_cuda_runtime
 
-    from tvm.base import _LOADED_LIBS
-    from tvm_ffi.libinfo import load_lib_ctypes
-
-    if "tvm_runtime_cuda" in _LOADED_LIBS:
-        return None
-    try:
-        from cuda import pathfinder
-
-        pathfinder.load_nvidia_dynamic_lib("cudart")  # libcudart.so.13, then found by its soname
-    except Exception as err:  # not installed: the system's library may still do
-        missing = error_line(err)
-    else:
-        missing = None
-    runtime_dir = Path(_LOADED_LIBS["tvm_runtime"]._name).resolve().parent
-    try:
-        _LOADED_LIBS["tvm_runtime_cuda"] = load_lib_ctypes(package="tvm", target_name="tvm_runtime_cuda",
-                                                           extra_lib_paths=[runtime_dir], mode="RTLD_LOCAL")
-    except (OSError, RuntimeError) as err:
-        return missing or error_line(err)
-    return None
+    return load_cuda_runtime()
 
 
 @functools.cache
@@ -139,14 +106,6 @@ def require_gpu(what: str) -> GpuInfo:
         raise NoDeviceError(f"{what} for a CUDA target needs an NVIDIA GPU on this machine, and there is none "
                             f"({reason}); 'tuner build' still compiles for it")
     return gpu
-
-
-def require_timing(what: str) -> None:
-    """Raise for ``what`` (e.g. 'tuning') on a CUDA target: without a GPU there is nothing to time on,
-    and with one the runners (which time on the CPU) cannot time GPU kernels yet."""
-    require_gpu(what)
-    raise TargetError(f"{what} for a CUDA target is not supported yet (only CPU code is timed); "
-                      f"'tuner build' compiles it with default schedules")
 
 
 def kernel_sources(module) -> list[str]:

@@ -47,3 +47,4 @@ class TimingOptions:
     max_flushed_runs: int
     rtol: float
     atol: float
+    device: str = "cpu"  # or "cuda": the first GPU of the machine that times

@@ -146,10 +146,9 @@ def remote_backend(spec, remote: RemoteSettings, timing: str):
     return resolve_backend(target, device=device, timing=timing, device_key=remote.key)
 
 
-def stored_backend(cache, spec, key: str, timing: str):
-    """The backend of device key ``key`` that ``cache`` holds records of (``tuner build --device-key``
-    without a device at hand): the one with the target ``spec`` (``'host'``: any), with this version
-    of TVM and of the search spaces."""
+def stored_backends(cache, spec, key: str, timing: str) -> list:
+    """The backends of device key ``key`` that ``cache`` holds records of: those with the target
+    ``spec`` (``'host'``: any), with this version of TVM and of the search spaces."""
     import tvm
 
     import search_spaces
@@ -160,16 +159,22 @@ def stored_backend(cache, spec, key: str, timing: str):
     if spec not in (None, "host"):
         wanted = resolve_backend(parse_target(spec), device_key=key, timing=timing).target
     found = []
-    for description in cache.backends().values():
+    for backend_key, description in cache.backends().items():
         backend = Backend.from_json(description)
         if (backend.device_key == key and backend.timing == timing and backend.tvm_version == tvm.__version__
                 and backend.space_version == search_spaces.SPACE_VERSION
-                and (wanted is None or backend.target == wanted)):
+                and (wanted is None or backend.target == wanted) and cache.count(backend_key=backend_key)):
             found.append(backend)
+    return found
+
+
+def stored_backend(cache, spec, key: str, timing: str):
+    """The one backend of ``stored_backends`` (``tuner build --device-key`` without a device at hand)."""
+    found = stored_backends(cache, spec, key, timing)
     if not found:
         raise RemoteError(f"{cache.path} holds no {timing}-timed records of device key {key!r}"
-                          f"{' for this target' if wanted else ''}: tune with --rpc first, or give --rpc to "
-                          f"build for the device as it is now")
+                          f"{' for this target' if spec not in (None, 'host') else ''}: tune with --rpc (or "
+                          f"--export-candidates) first, or give --rpc to build for the device as it is now")
     if len(found) > 1:
         raise RemoteError(f"{cache.path} holds records of {len(found)} kinds of device under key {key!r} "
                           f"({'; '.join(str(b) for b in found)}): give --target, or --rpc to ask the device")

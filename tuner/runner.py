@@ -94,7 +94,8 @@ class LocalRunner:
         self.backend = backend
         self.settings = settings
         self._runner = PopenPoolExecutor(max_workers=1, timeout=settings.run_timeout_s)
-        self._references = References(backend.target, settings.reference_timeout_s)
+        # the reference runs on this CPU, also for a GPU's task: the unscheduled function binds no threads
+        self._references = References(reference_target(backend), settings.reference_timeout_s)
         self.options = timing_options(backend, settings)
 
     def close(self) -> None:
@@ -144,7 +145,12 @@ def timing_options(backend, settings: MeasureSettings) -> TimingOptions:
     return TimingOptions(
         num_threads=backend.num_cores, cache_flush=backend.timing == "cold", repeat=settings.repeat,
         min_repeat_ms=settings.min_repeat_ms, max_flushed_runs=settings.max_flushed_runs,
-        rtol=settings.rtol, atol=settings.atol)
+        rtol=settings.rtol, atol=settings.atol, device="cuda" if backend.is_cuda else "cpu")
+
+
+def reference_target(backend) -> dict:
+    """The target the unscheduled function of a task of ``backend`` runs on for the correctness checks."""
+    return {"kind": "llvm"} if backend.is_cuda else backend.target
 
 
 def _write_plain_inputs(task, io_dir: str) -> None:

@@ -103,10 +103,10 @@ def tune(model, backend, cache, settings: TuneSettings = TuneSettings(), *, buil
     (``strategy.SearchStrategy``), ``cost_model`` (``costmodel.CostModel``, for a strategy that
     scores with one) and ``scheduler`` replace the defaults; the roles ``tune`` makes it also closes.
     """
-    if backend.is_cuda and runner is None:
-        from .cuda import require_timing
+    if backend.is_cuda and runner is None:  # the local runner times on this machine's GPU
+        from .cuda import require_gpu
 
-        require_timing("tuning")
+        require_gpu("tuning")
     started = time.perf_counter()
     states = _task_states(model, backend, cache, settings.top_k)
     budget = Budget.of(settings.trials, settings.time_budget_s, len(states))

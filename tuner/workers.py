@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from .device_timing import check_outputs, flushed_costs, prepacked, random_arrays, repeated_costs
 from .errors import error_line
 from .messages import Artifact, Prepack, TimingOptions
 from .records import ErrorKind, MeasureResult
@@ -52,17 +53,8 @@ def build_candidate(tir_json: str, config_json: str, target: dict, path: str,
 
 
 def random_arguments(func, seed: int) -> list[np.ndarray]:
-    """Random arrays for every parameter: normal floats, zeros for integers (always valid indices)."""
-    rng = np.random.default_rng(seed)
-    arrays = []
-    for param in func.params:
-        shape = [int(d) for d in param.ty.shape]
-        dtype = np.dtype(str(param.ty.dtype))
-        if dtype.kind == "f":
-            arrays.append(rng.standard_normal(shape).astype(dtype))
-        else:
-            arrays.append(np.zeros(shape, dtype))
-    return arrays
+    """Random arrays for every parameter (``device_timing.random_arrays``)."""
+    return random_arrays([([int(d) for d in param.ty.shape], str(param.ty.dtype)) for param in func.params], seed)
 
 
 def write_reference(tir_json: str, target: dict, io_dir: str, num_outputs: int, seed: int = 0) -> None:
@@ -95,68 +87,26 @@ def load_expected(io_dir: str, num_args: int, num_outputs: int) -> dict[int, np.
             for index in range(num_args - num_outputs, num_args)}
 
 
-def _check_outputs(tensors, expected: dict, rtol: float, atol: float) -> str | None:
-    for index, want in expected.items():
-        got = tensors[index].numpy()
-        scale = float(np.nanmax(np.abs(want))) if want.size else 0.0
-        if not np.allclose(got, want, rtol=rtol, atol=atol * max(scale, 1.0), equal_nan=True):
-            worst = float(np.nanmax(np.abs(got.astype(np.float64) - want)))
-            return f"output {index} differs from the unscheduled function by up to {worst:.3g}"
-    return None
-
-
-def _prepacked(module, tensors: list, prepack: Prepack | None, device) -> list:
-    """``tensors`` with the inputs that ``prepack`` names replaced by their packed forms (made once, untimed)."""
-    import tvm
-
-    if not prepack:
-        return tensors
-    originals = [tensors[index] for index in prepack.indices]
-    packed = [tvm.runtime.tensor(np.zeros(shape, dtype), device) for shape, dtype in prepack.packed]
-    module["prepack"](*originals, *packed)
-    tensors = list(tensors)
-    for index, tensor in zip(prepack.indices, packed):
-        tensors[index] = tensor
-    return tensors
-
-
-def _repeated_costs(module, device, tensors, options: TimingOptions) -> list[float]:
-    """Seconds per run of ``repeat`` repeats of at least ``min_repeat_ms`` each, on warm caches."""
-    timer = module.time_evaluator("main", device, number=1, repeat=options.repeat,
-                                  min_repeat_ms=options.min_repeat_ms)
-    return [float(c) for c in timer(*tensors).results]
-
-
-def _flushed_costs(module, device, tensors, options: TimingOptions) -> list[float]:
-    """Seconds of single runs, each after flushing the caches of every argument but the first: as many
-    as fill ``repeat`` x ``min_repeat_ms`` (one untimed-for-the-record run estimates a run's time),
-    at least ``repeat`` and at most ``max_flushed_runs``."""
-    import math
-
-    def timer(runs):
-        return module.time_evaluator("main", device, number=1, repeat=runs, min_repeat_ms=0,
-                                     f_preproc="cache_flush_cpu_non_first_arg")
-
-    estimate = float(timer(1)(*tensors).results[0])
-    budget_s = options.repeat * options.min_repeat_ms / 1e3
-    runs = min(options.max_flushed_runs, max(options.repeat, math.ceil(budget_s / max(estimate, 1e-9))))
-    return [float(c) for c in timer(runs)(*tensors).results]
-
-
 def time_loaded(module, device, arrays, expected: dict | None, options: TimingOptions,
                 prepack: Prepack | None = None) -> MeasureResult:
     """Time a loaded candidate ``module`` on ``device`` (this machine's, or a remote session's) on
     ``arrays``, after checking its outputs against ``expected`` when given. TVM's errors propagate."""
     import tvm
 
-    tensors = _prepacked(module, [tvm.runtime.tensor(array, device) for array in arrays], prepack, device)
+    tensors = [tvm.runtime.tensor(array, device) for array in arrays]
+    if prepack:
+        tensors = prepacked(module, tensors, prepack.indices, prepack.packed, device)
     if expected:
         module["main"](*tensors)
-        mismatch = _check_outputs(tensors, expected, options.rtol, options.atol)
+        mismatch = check_outputs(tensors, expected, options.rtol, options.atol)
         if mismatch:
             return MeasureResult.error(ErrorKind.WRONG_RESULT, mismatch)
-    timed = _flushed_costs if options.cache_flush else _repeated_costs
-    return MeasureResult(tuple(timed(module, device, tensors, options)))
+    if options.cache_flush:
+        costs = flushed_costs(module, device, tensors, options.repeat, options.min_repeat_ms,
+                              options.max_flushed_runs)
+    else:
+        costs = repeated_costs(module, device, tensors, options.repeat, options.min_repeat_ms)
+    return MeasureResult(tuple(costs))
 
 
 def run_candidate(path: str, io_dir: str, num_args: int, num_outputs: int, check: bool, options: TimingOptions,
@@ -168,9 +118,24 @@ def run_candidate(path: str, io_dir: str, num_args: int, num_outputs: int, check
 
     set_num_threads(options.num_threads)
     try:
+        device = _device(options.device)
         module = tvm.runtime.load_module(path)
         arrays = load_arguments(io_dir, num_args, num_outputs)
         expected = load_expected(io_dir, num_args, num_outputs) if check else None
-        return time_loaded(module, tvm.cpu(), arrays, expected, options, prepack)
+        return time_loaded(module, device, arrays, expected, options, prepack)
     except (RuntimeError, ValueError) as err:  # how TVM reports runtime failures; other errors are bugs
         return MeasureResult.error(ErrorKind.RUN, error_message(err))
+
+
+def _device(kind: str):
+    """This machine's device of ``kind`` ("cpu" or "cuda": the first GPU, with TVM's CUDA runtime loaded)."""
+    import tvm
+
+    if kind == "cuda":
+        from .cuda import prepare
+
+        reason = prepare()
+        if reason is not None:
+            raise RuntimeError(f"TVM's CUDA runtime cannot be loaded: {reason}")
+        return tvm.cuda(0)
+    return tvm.cpu()
