@@ -192,3 +192,31 @@ def test_compare_caches_builds_each_cache_with_its_timing_and_lines_up_recorded_
     assert [row for row in hot_rows.values() if row["recorded_ms"] is not None] == [hot_rows[task.name]]
     # the same file read with cold timing has no record of this machine: defaults everywhere
     assert all(row["recorded_ms"] is None for row in result["tasks"][names[1]])
+
+
+def test_gpu_vs_cudnn_prepares_the_cases_here_and_times_them_only_on_a_gpu(tmp_path, capsys):
+    from benchmarks import gpu_vs_cudnn
+    from benchmarks.onnx_torch import graph_json
+    from benchmarks.models import transformer_encoder_model
+
+    manifest = gpu_vs_cudnn.prepare(tmp_path, ["conv1x1"], [2], "sm_90", None, None)
+    (entry,) = manifest["cases"]
+    assert entry["name"] == "conv1x1_b2" and entry["builds"]["untuned"]["tasks"] >= 1
+    assert (tmp_path / entry["builds"]["untuned"]["file"]).read_bytes().count(b"__global__") >= 1
+    graph = __import__("json").loads((tmp_path / "conv1x1_b2" / "graph.json").read_text())
+    assert [node["op"] for node in graph["nodes"]] == ["Conv"] and graph["input_shapes"] == [[2, 64, 56, 56]]
+    assert gpu_vs_cudnn.case_inputs(graph)[0].shape == (2, 64, 56, 56)
+    # the transformer's Constant shapes and scales become weights, so PyTorch needs no onnx
+    transformer, weights = graph_json(transformer_encoder_model(seq_len=8, d_model=16, num_heads=2, d_ff=32))
+    assert "Constant" not in {node["op"] for node in transformer["nodes"]} and transformer["inputs"] == ["x"]
+    known = set(weights) | set(transformer["inputs"])
+    for node in transformer["nodes"]:  # in order, each node's inputs are known before it runs
+        assert set(node["inputs"]) <= known
+        known.update(node["outputs"])
+
+    status = gpu_vs_cudnn.run(tmp_path, repeat=1, json_path=str(tmp_path / "rows.json"))
+    if gpu_vs_cudnn._no_gpu_reason() is None:
+        assert status == 0 and (tmp_path / "rows.json").exists()
+    else:
+        error = capsys.readouterr().err
+        assert status == 2 and "timing them needs an NVIDIA GPU" in error and not (tmp_path / "rows.json").exists()
