@@ -5,8 +5,10 @@
   thread (``micro_x`` x ``micro_y``), the reduction step (``micro_k``), vector width, unrolling,
   and whether the input tiles are staged in shared memory. ``check`` rejects configs beyond the
   GPU's limits (threads per block, shared memory per block) and accumulator tiles that spill.
-* ``cuda_gemv``, ``cuda_reduction``, ``cuda_general_reduction``, ``cuda_fallback``: dlight's rule of
-  that name, whose only config is its default (no knobs yet).
+* ``cuda_fallback``: dlight's ``Fallback`` (one thread per output: element-wise ops, pooling,
+  layout copies) with the threads per block as the knob.
+* ``cuda_gemv``, ``cuda_reduction``, ``cuda_general_reduction``: dlight's rule of that name, whose
+  only config is its default (dlight fixes their thread counts inside the rule).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from .space import NotApplicable, Rule, SearchSpace
 DEFAULT_SHARED_MEMORY_BYTES = 48 * 1024  # what a kernel gets without opting in to more
 _MAX_ACCUMULATORS = 64  # outputs per thread beyond which the accumulators spill out of registers
 _FIXED_RULES = (("cuda_gemv", gpu.GEMV), ("cuda_reduction", gpu.Reduction),
-                ("cuda_general_reduction", gpu.GeneralReduction), ("cuda_fallback", gpu.Fallback))
-CUDA_RULES = ("cuda_matmul",) + tuple(name for name, _ in _FIXED_RULES)
+                ("cuda_general_reduction", gpu.GeneralReduction))
+CUDA_RULES = ("cuda_matmul",) + tuple(name for name, _ in _FIXED_RULES) + ("cuda_fallback",)
+_THREADS = (32, 64, 128, 256, 512, 1024)
 
 
 def _limit(target: tvm.target.Target, name: str, default: int) -> int:
@@ -134,6 +137,39 @@ class CudaMatmulRule(Rule):
             unroll=values["unroll"], use_shared=values["shared"], storage_align=values["shared"])
 
 
+class CudaFallbackRule(Rule):
+    """dlight's fallback (one thread per output: element-wise ops, pooling, layout copies) with the
+    threads per block as the knob; dlight takes the GPU's maximum, which is the default."""
+
+    name = "cuda_fallback"
+
+    def __init__(self, func, target: tvm.target.Target):
+        self.func = func
+        self.target = target
+        self.max_threads = _limit(target, "max_num_threads", 1024)
+        self.knobs = {"threads": tuple(t for t in _THREADS if t <= self.max_threads)}
+        if self._dlight(self.knobs["threads"][-1]) is None:
+            raise NotApplicable("dlight's fallback rejects it")
+
+    def default_values(self) -> dict:
+        return {"threads": self.knobs["threads"][-1]}
+
+    def check(self, values: dict) -> None:
+        if values["threads"] > self.max_threads:
+            raise InvalidConfigError(f"rule {self.name!r}: {values['threads']} threads per block, the GPU "
+                                     f"allows {self.max_threads}")
+
+    def schedule(self, sch: Schedule, values: dict) -> None:
+        scheduled = self._dlight(values["threads"])
+        if scheduled is None:
+            raise InvalidConfigError(f"rule {self.name!r}: dlight's fallback does not apply")
+        _replay(sch, scheduled)
+
+    def _dlight(self, threads: int) -> Schedule | None:
+        target = tvm.target.Target({**self.target.export(), "max_threads_per_block": threads})
+        return _try_rule(gpu.Fallback(), self.func, target)
+
+
 def _try_rule(rule, func, target) -> Schedule | None:
     """dlight's schedule of ``func``, or None where the rule does not fit; dlight's analyses assert
     on some shapes they do not handle (a GEMV without spatial loops, say) instead of declining."""
@@ -156,4 +192,7 @@ def cuda_space_for(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> Search
         scheduled = _try_rule(make(), func, target)
         if scheduled is not None:
             return SearchSpace(func, target, FixedDlightRule(name, scheduled))
-    raise InvalidConfigError("no CUDA schedule rule fits this function (dlight's fallback rejects it)")
+    try:
+        return SearchSpace(func, target, CudaFallbackRule(func, target))
+    except NotApplicable:
+        raise InvalidConfigError("no CUDA schedule rule fits this function (dlight's fallback rejects it)") from None

@@ -127,6 +127,26 @@ def test_matmul_configs_beyond_the_gpu_limits_are_rejected(cuda_backend):
         space.validate(space.default_config().replace(micro_x=2, vector=4))
 
 
+def test_the_fallback_rule_tunes_the_threads_per_block_within_the_gpu_limit(cuda_backend):
+    import re
+
+    import tvm
+
+    model = tuner.load(NETWORKS["transformer"]())
+    funcs = [task.func for task in tuner.partition(model, cuda_backend).tasks]
+    (func, *_) = [f for f in funcs if search_spaces.space_for(f, cuda_backend.tvm_target()).rule == "cuda_fallback"]
+    space = search_spaces.space_for(func, cuda_backend.tvm_target())
+    assert space.knobs == {"threads": (32, 64, 128, 256, 512, 1024)} and space.default_config().knobs == (("threads", 1024),)
+    scheduled = {f"threads{t}": space.apply(space.default_config().replace(threads=t)).mod["main"] for t in (64, 512)}
+    library = tvm.tirx.build(tvm.IRModule({name: f.with_attr("global_symbol", name) for name, f in scheduled.items()}),
+                             target=cuda_backend.tvm_target())
+    assert sorted(set(re.findall(r"__launch_bounds__\((\d+)\)", kernel_sources(library)[0]))) == ["512", "64"]
+    small = search_spaces.space_for(func, tvm.target.Target({"kind": "cuda", "arch": "sm_90", "max_num_threads": 256}))
+    assert max(small.knobs["threads"]) == 256
+    with pytest.raises(search_spaces.InvalidConfigError, match="not one of|1024"):
+        small.validate(space.default_config())
+
+
 def test_cuda_target_routes_to_cuda_rules_only(backend):
     model = tuner.load(bm.gemm_model(batch=8, in_features=32, out_features=16))
     func = tuner.partition(model, backend).tasks[0].func
