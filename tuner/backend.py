@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 from dataclasses import dataclass, field
 
 from .errors import TargetError, error_line
@@ -121,14 +120,9 @@ class Backend:
 
 def host_cpu_model() -> str:
     """The CPU's marketing name, e.g. 'AMD EPYC 9R14', or the machine type when unknown."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from .device_timing import cpu_model
+
+    return cpu_model()
 
 
 def _host_cpu_flags() -> set[str] | None:

@@ -11,7 +11,6 @@ headers and loads the runtime, so nobody has to set a variable or a library path
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 
 from .errors import BuildError, NoDeviceError, error_line
@@ -71,10 +70,9 @@ def detect_gpu() -> GpuInfo | None:
 
 
 def _version(number) -> str | None:
-    """CUDA's integer versions: 13020 -> '13.2'."""
-    if number is None or int(number) <= 0:
-        return None
-    return f"{int(number) // 1000}.{int(number) % 1000 // 10}"
+    from .device_timing import cuda_version
+
+    return cuda_version(number)
 
 
 def _runtime_version() -> str | None:

@@ -83,6 +83,27 @@ def load_cuda_runtime() -> str | None:
     return None
 
 
+def cpu_model() -> str:
+    """The CPU's marketing name, e.g. 'AMD EPYC 9R14', or the machine type when unknown."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cuda_version(number) -> str | None:
+    """CUDA's integer versions: 13020 -> '13.2'."""
+    if number is None or int(number) <= 0:
+        return None
+    return f"{int(number) // 1000}.{int(number) % 1000 // 10}"
+
+
 def random_arrays(specs, seed: int) -> list[np.ndarray]:
     """Arrays for ``specs`` ((shape, dtype) pairs): normal floats, zeros for integers (always valid
     indices). The same seed gives the same arrays on every machine with numpy's PCG64."""

@@ -51,10 +51,10 @@ def describe_device(manifest: dict) -> dict | str:
     """What this machine's device is, for the record's backend; or why the candidates cannot run here."""
     _use_threads(manifest)
     import tvm
+    from device_timing import cpu_model, cuda_version, load_cuda_runtime
 
     if not manifest["backend"]["target"].get("kind") == "cuda":
-        return {"kind": "cpu", "model": _cpu_model(), "machine": platform.machine()}
-    from device_timing import load_cuda_runtime
+        return {"kind": "cpu", "model": cpu_model(), "machine": platform.machine()}
 
     reason = load_cuda_runtime()
     device = tvm.cuda(0)
@@ -66,7 +66,7 @@ def describe_device(manifest: dict) -> dict | str:
     if capability != wanted.rstrip("abcdefghijklmnopqrstuvwxyz"):
         return f"the candidates are for compute capability {wanted} and this GPU has {capability}"
     return {"kind": "cuda", "model": str(device.device_name), "compute_capability": capability,
-            "driver_version": _cuda_version(device.driver_version), "machine": platform.machine(),
+            "driver_version": cuda_version(device.driver_version), "machine": platform.machine(),
             "max_threads_per_block": int(device.max_threads_per_block),
             "max_shared_memory_per_block": int(device.max_shared_memory_per_block)}
 
@@ -227,23 +227,6 @@ def _error(kind: str, message: str) -> dict:
 def _use_threads(manifest: dict) -> None:
     """TVM reads its thread count once, when its pool starts: set it before anything runs."""
     os.environ.setdefault("TVM_NUM_THREADS", str(manifest["timing"]["num_threads"]))
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _cuda_version(number) -> str | None:
-    if number is None or int(number) <= 0:
-        return None
-    return f"{int(number) // 1000}.{int(number) % 1000 // 10}"
 
 
 if __name__ == "__main__":
