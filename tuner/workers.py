@@ -39,6 +39,10 @@ def build_candidate(tir_json: str, config_json: str, target: dict, path: str,
 
     from .lower import lower
 
+    if target.get("kind") == "cuda":  # NVRTC's headers, and its callback where a GPU compiles at build time
+        from .cuda import prepare
+
+        prepare()
     tvm_target = tvm.target.Target(target)
     try:
         config = search_spaces.Config.from_json(config_json)
