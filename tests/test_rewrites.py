@@ -125,3 +125,15 @@ def test_a_grouped_convolution_gets_its_group_axis_and_keeps_its_epilogue(backen
     assert [name for name in names if {"group", "conv2d", "add", "relu"} <= _ops(name)]
     assert [name for name in names if "conv2d" in _ops(name) and "group" not in _ops(name)]  # the depthwise
     _matches_onnxruntime(proto, backend)
+
+
+def test_a_batchnorm_after_a_convolution_with_a_bias_folds_into_it(backend):
+    """ShuffleNet's stem: a Conv with a bias (imported as conv2d then add), then BatchNorm and Relu:
+    one task, with no batch_norm of its own, outputs as ONNX Runtime's."""
+    b = GraphBuilder(0)
+    y = _bn_relu(b, b.conv("x", 3, 12, 3, stride=2, name="stem"), 12, "stem")
+    proto = b.make_model("conv_bias_bn", {"x": (1, 3, 15, 15)}, y, (1, 12, 8, 8))
+    names = [task.name for task in tuner.partition(tuner.load(proto), backend).tasks]
+    assert len(names) == 1 and {"conv2d", "add", "relu"} <= _ops(names[0]), names
+    assert "batch_norm" not in _ops(names[0])
+    _matches_onnxruntime(proto, backend)

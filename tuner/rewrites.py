@@ -2,7 +2,8 @@
 
 Each rewrite is a small named pass (``REWRITES``); ``rewrite(module)`` applies them all.
 
-* ``fold_batchnorm``: BatchNorm after a convolution folded into its weights and bias.
+* ``fold_batchnorm``: BatchNorm after a convolution (with or without its bias add) folded into its
+  weights and bias.
 * ``multi_input_to_binary``: TVM's ONNX importer writes ``Sum``/``Mean``/``Max``/``Min`` of
   inputs of a known shape as ``broadcast_to`` each input, ``stack`` them and reduce over the new
   axis, which materialises the stacked tensor and is a task of its own (``fused_broadcast_to_
@@ -219,11 +220,16 @@ def _constant(mutator, expr):
 
     if isinstance(expr, relax.Var):
         expr = mutator.lookup_binding(expr)
+    reshape = expr if isinstance(expr, relax.Call) and getattr(expr.op, "name", None) == "relax.reshape" else None
+    if reshape is not None:  # the importer's reshape of a Conv bias to [1, C, 1, 1]
+        value = _constant(mutator, reshape.args[0])
+        shape = reshape.ty.shape
+        return value.reshape([int(d) for d in shape]) if value is not None and shape is not None else None
     return expr.value.numpy() if isinstance(expr, Constant) else None
 
 
 def _foldable_batchnorm(mutator, binding, uses):
-    """For ``y = batch_norm(conv2d(x, W), ...)[0]`` with constant weights and statistics, a conv whose
+    """For ``y = batch_norm(conv2d(x, W) [+ b], ...)[0]`` with constant weights and statistics, a conv whose
     result nothing else uses and the NCHW/OIHW layouts: (conv's variable, conv call, scaled W, bias
     of shape [1, C, 1, 1]); else None."""
     import numpy as np
@@ -235,7 +241,7 @@ def _foldable_batchnorm(mutator, binding, uses):
     norm = _bound_call(mutator, value.tuple_value, "relax.nn.batch_norm")
     if norm is None or int(norm.attrs.axis) != 1 or bool(norm.attrs.training):
         return None
-    conv_var = norm.args[0]
+    conv_var, conv_bias = _conv_and_bias(mutator, norm.args[0], uses)
     conv = _bound_call(mutator, conv_var, "relax.nn.conv2d")
     if conv is None or uses.get(conv_var, 0) != 1 or (conv.attrs.data_layout, conv.attrs.kernel_layout,
                                                       conv.attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
@@ -249,8 +255,26 @@ def _foldable_batchnorm(mutator, binding, uses):
     beta = beta if bool(norm.attrs.center) else np.zeros_like(beta)
     scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + float(norm.attrs.epsilon))
     scaled = (weight.astype(np.float64) * scale.reshape(-1, 1, 1, 1)).astype(dtype)
-    bias = (beta.astype(np.float64) - mean.astype(np.float64) * scale).astype(dtype).reshape(1, -1, 1, 1)
-    return conv_var, conv, scaled, bias
+    shift = beta.astype(np.float64) - mean.astype(np.float64) * scale
+    if conv_bias is not None:
+        if conv_bias.size != scale.size:
+            return None
+        shift = shift + conv_bias.astype(np.float64).reshape(-1) * scale
+    return conv_var, conv, scaled, shift.astype(dtype).reshape(1, -1, 1, 1)
+
+
+def _conv_and_bias(mutator, expr, uses):
+    """For ``expr`` bound to ``add(c, b)`` with a constant per-channel ``b`` (an ONNX Conv with a bias,
+    which the importer writes as a conv2d and an add) and used only by the BatchNorm: (c, b's value).
+    Else (expr, None)."""
+    add = _bound_call(mutator, expr, "relax.add")
+    if add is None or uses.get(expr, 0) != 1:
+        return expr, None
+    bias = _constant(mutator, add.args[1])
+    shape = bias.shape if bias is not None else ()
+    if bias is None or len(shape) != 4 or shape[0] != 1 or shape[2:] != (1, 1):
+        return expr, None
+    return add.args[0], bias
 
 
 # In order: the BatchNorm is folded while the convolution before it is still one call.
