@@ -5,7 +5,7 @@
 * Vector axis: the contiguous output axis when it has 16 or more power-of-two
   lanes (matmul columns); otherwise an axis with such lanes along which some input
   is broadcast and whose other inputs can be packed (conv output channels, with
-  the weights packed), if each output sums at least 64 products (else the
+  the weights packed), if each output sums at least 16 products (else the
   transposing write-back costs more); otherwise the contiguous axis anyway
   (depthwise conv, pooling, 1x1 convs with few input channels).
 * Register block: the vector tile (up to 64 lanes) times "rows" of axes along
@@ -33,7 +33,7 @@ from .tiling import LANES, largest_divisor, smallest_divisor_at_least, vector_la
 CHUNKS_PER_CORE = 8
 MIN_MACS_PER_TASK = 1 << 15  # a parallel task costs about a microsecond to launch
 REDUCE_CHUNK = 256
-MIN_REDUCE_FOR_TRANSPOSE = 64  # multiply-adds per output that pay for a blocked accumulator
+MIN_REDUCE_FOR_TRANSPOSE = 16  # multiply-adds per output that pay for a blocked accumulator
 
 
 def full_lanes(axis: Axis, lanes: int = LANES) -> bool:

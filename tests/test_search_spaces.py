@@ -115,6 +115,8 @@ MODELS = {
     "dense_wide": lambda: bm.matmul_model(m=8, k=256, n=256),
     "conv_68_14": lambda: bm.conv_model(in_channels=68, out_channels=68, size=14, kernel=1),
     "conv_s2_wide": lambda: bm.conv_model(in_channels=16, out_channels=64, size=32, stride=2),
+    "conv_c32_14": lambda: bm.conv_model(in_channels=32, out_channels=64, size=14, kernel=1),
+    "conv_c8_14": lambda: bm.conv_model(in_channels=8, out_channels=64, size=14, kernel=1),
     "gemm_relu": lambda: bm.gemm_model(batch=5, in_features=19, out_features=11, relu=True),
     "nt_matmul": _nt_matmul_model,
     "conv_affine": _conv_affine_model,
@@ -296,6 +298,19 @@ def test_a_default_vector_fills_whole_registers_or_fits_in_one():
         space = ss.space_for(func, target)
         default = space.default_config()
         assert default.get("vector_axis") == "xx" and default.get("tile_xx")[-1] == lanes
+        assert_matches(func, space.apply(default).mod)
+
+
+def test_a_default_vector_runs_along_the_output_channels_from_16_products_per_output():
+    """A 1x1 conv from 32 channels (ShuffleNet's and MobileNet's small pointwise convs) vectorizes its
+    output channels with packed weights rather than 7 lanes of a 14-wide row; from 8 channels the
+    transposing write-back costs more than it saves, and the row is the vector."""
+    for model, vector in (("conv_c32_14", "ff"), ("conv_c8_14", "xx")):
+        (name, func), = tasks(model)
+        space = ss.space_for(func, AVX2)
+        default = space.default_config()
+        assert default.get("vector_axis") == vector, model
+        assert default.get("pack") == (vector == "ff")
         assert_matches(func, space.apply(default).mod)
 
 
