@@ -170,3 +170,16 @@ def test_a_grouped_convolution_pads_its_groups_to_whole_vectors(backend):
         # one block writes the output, with no point for a padded channel
         assert _writes_of(scheduled, scheduled.params[-1].name) == [68 * 7 * 7], config
     _matches_onnxruntime(proto, backend)
+
+
+@pytest.mark.parametrize("pads", [[1, 1, 1, 1], [0, 1, 2, 0]])
+def test_an_average_pool_divides_by_a_constant_map_of_its_counts(backend, pads):
+    """A padded AveragePool that does not count the padding: one task that reads a constant
+    1/count map (no per-element count), outputs as ONNX Runtime's at the edges too."""
+    b = GraphBuilder(0)
+    y = b.op("AveragePool", ["x"], name="pool", kernel_shape=[3, 3], strides=[1, 2], pads=pads)
+    width = (9 + pads[1] + pads[3] - 3) // 2 + 1
+    proto = b.make_model("avg_pool", {"x": (1, 5, 7, 9)}, y, (1, 5, 7 + pads[0] + pads[2] - 2, width))
+    (task,) = tuner.partition(tuner.load(proto), backend).tasks
+    assert task.func.attrs["layout_free_buffers"]  # the map, a constant
+    _matches_onnxruntime(proto, backend)

@@ -16,6 +16,8 @@ Each rewrite is a small named pass (``REWRITES``); ``rewrite(module)`` applies t
   output channel (``ff // per_group``), so no schedule can reuse an input load across a block of
   output channels; with the group apart, ``f`` is an ordinary output-channel axis, padded with zero
   filters to a multiple of 8 where a group's count is not one (ShuffleNet's 34 and 68).
+* ``avg_pool_divisor_map`` (``tuner.pool_rewrites``): an average pool that leaves the padding out
+  of its count divides by a constant map instead of counting per element.
 """
 
 from __future__ import annotations
@@ -309,9 +311,15 @@ def _conv_and_bias(mutator, expr, uses):
     return add.args[0], bias
 
 
+def _avg_pool_divisor_map():
+    from .pool_rewrites import avg_pool_divisor_map
+
+    return avg_pool_divisor_map()
+
+
 # In order: the BatchNorm is folded while the convolution before it is still one call.
 REWRITES = {"multi_input_to_binary": multi_input_to_binary, "fold_batchnorm": fold_batchnorm,
-            "grouped_conv_group_axis": grouped_conv_group_axis}
+            "grouped_conv_group_axis": grouped_conv_group_axis, "avg_pool_divisor_map": _avg_pool_divisor_map}
 
 
 def rewrite(module):
