@@ -34,6 +34,7 @@ CHUNKS_PER_CORE = 8
 MIN_MACS_PER_TASK = 1 << 15  # a parallel task costs about a microsecond to launch
 REDUCE_CHUNK = 256
 MIN_REDUCE_FOR_TRANSPOSE = 16  # multiply-adds per output that pay for a blocked accumulator
+MAX_STENCIL_LANES = 32  # a pool's whole output row as its vector, up to this width
 
 
 def full_lanes(axis: Axis, lanes: int = LANES) -> bool:
@@ -151,6 +152,9 @@ def _register_blocks(rule, vector: Axis | None) -> list:
     apart (their measured speeds differ by target: docs/benchmarks.md), so the others are
     measured next to the default. A vector wider than one register that does not fill whole
     registers (14 lanes with AVX2's 8) is never a default: LLVM splits it unevenly and slowly."""
+    stencil = _stencil_block(rule, vector)
+    if stencil is not None:
+        return [stencil]
     rows_axes = _row_axes(rule, vector)
     widths = [vector_lanes(vector.extent)] if vector is not None else [1]
     unit = rule.unit
@@ -176,6 +180,28 @@ def _register_blocks(rule, vector: Axis | None) -> list:
     # with AVX-512); widest first among the others
     two = [inner for inner in tied if vector is not None and inner[vector.name] == 2 * unit.lanes]
     return two + [inner for inner in tied if inner not in two]
+
+
+def _stencil_block(rule, vector: Axis | None) -> dict | None:
+    """The register block of a stencil (pooling: no weights, no input reused along any output axis):
+    the whole output row as the vector, up to ``MAX_STENCIL_LANES`` lanes even where they do not fill
+    whole registers, and as many rows as the accumulators allow. A 3x3 pool over 14- or 28-wide maps
+    ran about twice as fast so as with 7 lanes and one row (Inception v2, docs/benchmarks.md): rows share
+    the input rows of their windows, and a whole row needs no remainder loop. None for other blocks,
+    or where an input is read with a stride along the row (a stride-2 pool gathers its lanes)."""
+    if vector is None or vector is not rule.spatial[-1] or vector.extent > MAX_STENCIL_LANES \
+            or _weight_indexed(rule) or _row_axes(rule, vector):
+        return None
+    if any(vector.name in r.strided for r in rule.reads[default_pad(rule)]):
+        return None
+    inner = {a.name: 1 for a in rule.spatial}
+    inner[vector.name] = vector.extent
+    budget = max(1, rule.unit.accumulators // math.ceil(vector.extent / rule.unit.lanes))
+    for axis in _window_axes(rule):
+        if axis is not vector:
+            inner[axis.name] = largest_divisor(axis.extent, budget)
+            budget //= inner[axis.name]
+    return inner
 
 
 def default_tiles(rule, vector: Axis | None, inner: dict, reduce_chunk: float = REDUCE_CHUNK) -> dict:
