@@ -126,10 +126,13 @@ def _weight_axes(rule) -> list:
 
 def _parallel_split(rule, rest: dict) -> dict:
     """S0 factors, until the parallel loop has enough iterations: the weights' axes first when they
-    outweigh the other inputs (``_weight_axes``), then the window axes (output rows), then the rest."""
+    outweigh the other inputs (``_weight_axes``), else the window axes (output rows), else the axes
+    that do not index the weights (a 1x1 conv's rows: each core streams its own rows of the input, the
+    weights staying in its caches, instead of every core streaming the whole input), then the rest."""
     macs = math.prod(a.extent for a in rule.spatial + rule.reduce)
     want = min(CHUNKS_PER_CORE * rule.num_cores, max(1, macs // MIN_MACS_PER_TASK))
-    first = _weight_axes(rule) or _window_axes(rule)
+    weighted = _weight_indexed(rule)
+    first = _weight_axes(rule) or _window_axes(rule) or [a for a in rule.spatial if weighted and a not in weighted]
     order = first + [a for a in rule.spatial if a not in first]
     outer = {a.name: 1 for a in rule.spatial}
     for axis in order:

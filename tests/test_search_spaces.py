@@ -124,6 +124,7 @@ MODELS = {
     "conv_s2_wide": lambda: bm.conv_model(in_channels=16, out_channels=64, size=32, stride=2),
     "conv_c32_14": lambda: bm.conv_model(in_channels=32, out_channels=64, size=14, kernel=1),
     "conv_c8_14": lambda: bm.conv_model(in_channels=8, out_channels=64, size=14, kernel=1),
+    "conv1x1_56": lambda: bm.conv_model(in_channels=64, out_channels=256, size=56, kernel=1),
     "pool_14": lambda: _pool_model(14, 1),
     "pool_s2": lambda: _pool_model(28, 2),
     "gemm_relu": lambda: bm.gemm_model(batch=5, in_features=19, out_features=11, relu=True),
@@ -299,6 +300,11 @@ def test_the_cores_split_the_weights_when_they_outweigh_the_rows():
     conv = task("conv_bench", "fused_conv2d_add_relu")  # a 56 x 56 map against a 64 x 64 x 3 x 3 weight
     tiles = ss.space_for(conv, AVX2).default_config().as_dict()
     assert tiles["tile_yy"][0] > 1 and tiles["tile_ff"][0] == 1  # each core its own output rows
+    # a 1x1 conv has no window, but the same rows: a 56 x 56 map against a 256 x 64 weight
+    conv = task("conv1x1_56", "fused_conv2d_add_relu")
+    tiles = ss.space_for(conv, AVX2).default_config().as_dict()
+    assert tiles["tile_yy"][0] > 1 and tiles["tile_ff"][0] == 1
+    assert_matches(conv, ss.space_for(conv, AVX2).apply(ss.space_for(conv, AVX2).default_config()).mod)
 
 
 def test_a_default_vector_fills_whole_registers_or_fits_in_one():
