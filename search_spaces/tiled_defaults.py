@@ -34,7 +34,7 @@ CHUNKS_PER_CORE = 8
 MIN_MACS_PER_TASK = 1 << 15  # a parallel task costs about a microsecond to launch
 REDUCE_CHUNK = 256
 MIN_REDUCE_FOR_TRANSPOSE = 16  # multiply-adds per output that pay for a blocked accumulator
-MAX_STENCIL_LANES = 32  # a pool's whole output row as its vector, up to this width
+MAX_STENCIL_LANES = 32  # a pool's or a depthwise conv's whole output row as its vector, up to this width
 
 
 def full_lanes(axis: Axis, lanes: int = LANES) -> bool:
@@ -186,14 +186,15 @@ def _register_blocks(rule, vector: Axis | None) -> list:
 
 
 def _stencil_block(rule, vector: Axis | None) -> dict | None:
-    """The register block of a stencil (pooling: no weights, no input reused along any output axis):
-    the whole output row as the vector, up to ``MAX_STENCIL_LANES`` lanes even where they do not fill
-    whole registers, and as many rows as the accumulators allow. A 3x3 pool over 14- or 28-wide maps
-    ran about twice as fast so as with 7 lanes and one row (Inception v2, docs/benchmarks.md): rows share
-    the input rows of their windows, and a whole row needs no remainder loop. None for other blocks,
-    or where an input is read with a stride along the row (a stride-2 pool gathers its lanes)."""
+    """The register block of a stencil (a pool, a depthwise conv: no input reused along an output
+    axis but through the window, and no weight along the vector): the whole output row as the vector,
+    up to ``MAX_STENCIL_LANES`` lanes even where they do not fill whole registers, and as many rows as
+    the accumulators allow. 3x3 pools over 14- or 28-wide maps ran about twice as fast so as with 7
+    lanes and one row (Inception v2), MobileNetV2's 28x28 depthwise conv too: rows share the input rows
+    of their windows (and a depthwise conv's 9 weights), and a whole row needs no remainder loop. None
+    for other blocks, or where an input is read with a stride along the row (its lanes are gathered)."""
     if vector is None or vector is not rule.spatial[-1] or vector.extent > MAX_STENCIL_LANES \
-            or _weight_indexed(rule) or _row_axes(rule, vector):
+            or vector in _weight_indexed(rule) or _row_axes(rule, vector):
         return None
     if any(vector.name in r.strided for r in rule.reads[default_pad(rule)]):
         return None

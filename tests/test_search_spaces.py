@@ -127,6 +127,7 @@ MODELS = {
     "conv1x1_56": lambda: bm.conv_model(in_channels=64, out_channels=256, size=56, kernel=1),
     "pool_14": lambda: _pool_model(14, 1),
     "pool_s2": lambda: _pool_model(28, 2),
+    "depthwise_14": lambda: bm.conv_model(in_channels=24, out_channels=24, groups=24, size=14, kernel=3),
     "gemm_relu": lambda: bm.gemm_model(batch=5, in_features=19, out_features=11, relu=True),
     "nt_matmul": _nt_matmul_model,
     "conv_affine": _conv_affine_model,
@@ -331,7 +332,8 @@ def test_a_default_vector_runs_along_the_output_channels_from_16_products_per_ou
 
 def test_a_pool_vectorizes_whole_output_rows_and_blocks_rows():
     """A stride-1 pool over a 14-wide map: one 14-lane vector per row, 2 rows per register block
-    (6 accumulators of two registers allow 2 of 14); a stride-2 one keeps its 8-lane default."""
+    (6 accumulators of two registers allow 2 of 14); a stride-2 one keeps its 7-lane default; a
+    depthwise conv is a stencil too."""
     (name, func), = tasks("pool_14")
     space = ss.space_for(func, AVX2)
     default = space.default_config()  # ax2, ax3: the output rows and columns
@@ -342,6 +344,11 @@ def test_a_pool_vectorizes_whole_output_rows_and_blocks_rows():
     default = ss.space_for(strided, AVX2).default_config()
     assert default.get("tile_ax3")[-1] == 7  # 14 columns, read every other one
     assert_matches(strided, ss.space_for(strided, AVX2).apply(default).mod)
+    depthwise = task("depthwise_14", "fused_conv2d_add_relu")  # the same with 9 weights per channel
+    default = ss.space_for(depthwise, AVX2).default_config()
+    assert default.get("vector_axis") == "xx" and default.get("tile_xx")[-1] == 14
+    assert default.get("tile_yy")[-1] == 2
+    assert_matches(depthwise, ss.space_for(depthwise, AVX2).apply(default).mod)
 
 
 def test_no_default_vector_along_columns_an_input_reads_with_a_stride():
