@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tuner
-from benchmarks import alternate, compare_caches, costmodel_eval, search_compare, warm_start
+from benchmarks import ab, alternate, compare_caches, costmodel_eval, search_compare, warm_start
 from benchmarks.models import small_cnn_model
 from fakes import RANDOM, KnobFakeRunner, fake
 from tuner.records import MeasureResult, Record
@@ -192,3 +192,17 @@ def test_compare_caches_builds_each_cache_with_its_timing_and_lines_up_recorded_
     assert [row for row in hot_rows.values() if row["recorded_ms"] is not None] == [hot_rows[task.name]]
     # the same file read with cold timing has no record of this machine: defaults everywhere
     assert all(row["recorded_ms"] is None for row in result["tasks"][names[1]])
+
+
+def test_ab_builds_each_tree_in_its_own_worker_and_times_them_in_turn(tmp_path, capsys):
+    """The same tree twice: two rows, each matching ONNX Runtime; a folder without the sources
+    (no benchmarks package to build from) is an error that names it."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    ab.main(["small_cnn", str(root), str(root), "--repeat", "2", "--out", str(tmp_path)])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("small_cnn ")]
+    assert len(rows) == 2 and all("to the first" in row for row in rows)
+    assert all(float(row.rsplit("rel. diff ", 1)[1]) < 1e-4 for row in rows)
+    with pytest.raises(RuntimeError, match=str(tmp_path)):
+        ab.Worker(tmp_path, "small_cnn", tmp_path / "out.npy")
