@@ -5,7 +5,7 @@
 * Vector axis: the contiguous output axis when it has 16 or more power-of-two
   lanes (matmul columns); otherwise an axis with such lanes along which some input
   is broadcast and whose other inputs can be packed (conv output channels, with
-  the weights packed), if each output sums at least 64 products (else the
+  the weights packed), if each output sums at least 16 products (else the
   transposing write-back costs more); otherwise the contiguous axis anyway
   (depthwise conv, pooling, 1x1 convs with few input channels).
 * Register block: the vector tile (up to 64 lanes) times "rows" of axes along
@@ -33,7 +33,8 @@ from .tiling import LANES, largest_divisor, smallest_divisor_at_least, vector_la
 CHUNKS_PER_CORE = 8
 MIN_MACS_PER_TASK = 1 << 15  # a parallel task costs about a microsecond to launch
 REDUCE_CHUNK = 256
-MIN_REDUCE_FOR_TRANSPOSE = 64  # multiply-adds per output that pay for a blocked accumulator
+MIN_REDUCE_FOR_TRANSPOSE = 16  # multiply-adds per output that pay for a blocked accumulator
+MAX_STENCIL_LANES = 32  # a pool's or a depthwise conv's whole output row as its vector, up to this width
 
 
 def full_lanes(axis: Axis, lanes: int = LANES) -> bool:
@@ -125,10 +126,13 @@ def _weight_axes(rule) -> list:
 
 def _parallel_split(rule, rest: dict) -> dict:
     """S0 factors, until the parallel loop has enough iterations: the weights' axes first when they
-    outweigh the other inputs (``_weight_axes``), then the window axes (output rows), then the rest."""
+    outweigh the other inputs (``_weight_axes``), else the window axes (output rows), else the axes
+    that do not index the weights (a 1x1 conv's rows: each core streams its own rows of the input, the
+    weights staying in its caches, instead of every core streaming the whole input), then the rest."""
     macs = math.prod(a.extent for a in rule.spatial + rule.reduce)
     want = min(CHUNKS_PER_CORE * rule.num_cores, max(1, macs // MIN_MACS_PER_TASK))
-    first = _weight_axes(rule) or _window_axes(rule)
+    weighted = _weight_indexed(rule)
+    first = _weight_axes(rule) or _window_axes(rule) or [a for a in rule.spatial if weighted and a not in weighted]
     order = first + [a for a in rule.spatial if a not in first]
     outer = {a.name: 1 for a in rule.spatial}
     for axis in order:
@@ -151,6 +155,9 @@ def _register_blocks(rule, vector: Axis | None) -> list:
     apart (their measured speeds differ by target: docs/benchmarks.md), so the others are
     measured next to the default. A vector wider than one register that does not fill whole
     registers (14 lanes with AVX2's 8) is never a default: LLVM splits it unevenly and slowly."""
+    stencil = _stencil_block(rule, vector)
+    if stencil is not None:
+        return [stencil]
     rows_axes = _row_axes(rule, vector)
     widths = [vector_lanes(vector.extent)] if vector is not None else [1]
     unit = rule.unit
@@ -176,6 +183,29 @@ def _register_blocks(rule, vector: Axis | None) -> list:
     # with AVX-512); widest first among the others
     two = [inner for inner in tied if vector is not None and inner[vector.name] == 2 * unit.lanes]
     return two + [inner for inner in tied if inner not in two]
+
+
+def _stencil_block(rule, vector: Axis | None) -> dict | None:
+    """The register block of a stencil (a pool, a depthwise conv: no input reused along an output
+    axis but through the window, and no weight along the vector): the whole output row as the vector,
+    up to ``MAX_STENCIL_LANES`` lanes even where they do not fill whole registers, and as many rows as
+    the accumulators allow. 3x3 pools over 14- or 28-wide maps ran about twice as fast so as with 7
+    lanes and one row (Inception v2), MobileNetV2's 28x28 depthwise conv too: rows share the input rows
+    of their windows (and a depthwise conv's 9 weights), and a whole row needs no remainder loop. None
+    for other blocks, or where an input is read with a stride along the row (its lanes are gathered)."""
+    if vector is None or vector is not rule.spatial[-1] or vector.extent > MAX_STENCIL_LANES \
+            or vector in _weight_indexed(rule) or _row_axes(rule, vector):
+        return None
+    if any(vector.name in r.strided for r in rule.reads[default_pad(rule)]):
+        return None
+    inner = {a.name: 1 for a in rule.spatial}
+    inner[vector.name] = vector.extent
+    budget = max(1, rule.unit.accumulators // math.ceil(vector.extent / rule.unit.lanes))
+    for axis in _window_axes(rule):
+        if axis is not vector:
+            inner[axis.name] = largest_divisor(axis.extent, budget)
+            budget //= inner[axis.name]
+    return inner
 
 
 def default_tiles(rule, vector: Axis | None, inner: dict, reduce_chunk: float = REDUCE_CHUNK) -> dict:

@@ -222,11 +222,22 @@ class TiledReductionRule(Rule):
         for block in self.info.blocks[self.info.blocks.index(self.anchor) + 1:]:
             if not has_block(sch, block.name):
                 continue
-            if not try_primitive(sch.reverse_compute_inline, sch.get_sblock(block.name)):
+            if not self._covers_anchor(sch, block.name) or \
+                    not try_primitive(sch.reverse_compute_inline, sch.get_sblock(block.name)):
                 extent = math.prod(a.extent for a in block.axes)
                 last = block.axes[-1].extent if block.axes else 1
                 parallel_vectorize(sch, sch.get_sblock(block.name),
                                    default_tile(extent, last, self.num_cores), 0)
+
+    def _covers_anchor(self, sch: Schedule, name: str) -> bool:
+        """Whether block ``name``, where it reads the anchor's output, has one point per output element.
+        One that reads a part of it (the true channels of a grouped conv padded with zero filters)
+        must not be inlined: TVM would inline it all the same, and the write-back would then write
+        the padded channels out of bounds."""
+        block = sch.get(sch.get_sblock(name))
+        if not set(self.anchor.writes) & {r.source.name for r in block.reads}:
+            return True
+        return math.prod(int(v.dom.extent) for v in block.iter_vars) == math.prod(a.extent for a in self.spatial)
 
     def _split(self, sch: Schedule, anchor, values: dict) -> dict:
         """Loops by level: S[0..3], R[0..1] (lists in axis order), unit loops apart."""

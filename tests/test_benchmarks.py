@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tuner
-from benchmarks import alternate, compare_caches, costmodel_eval, search_compare, warm_start
+from benchmarks import ab, alternate, compare_caches, costmodel_eval, search_compare, warm_start
 from benchmarks.models import small_cnn_model
 from fakes import RANDOM, KnobFakeRunner, fake
 from tuner.records import MeasureResult, Record
@@ -220,3 +220,17 @@ def test_gpu_vs_cudnn_prepares_the_cases_here_and_times_them_only_on_a_gpu(tmp_p
     else:
         error = capsys.readouterr().err
         assert status == 2 and "timing them needs an NVIDIA GPU" in error and not (tmp_path / "rows.json").exists()
+
+
+def test_ab_builds_each_tree_in_its_own_worker_and_times_them_in_turn(tmp_path, capsys):
+    """The same tree twice: two rows, each matching ONNX Runtime; a folder without the sources
+    (no benchmarks package to build from) is an error that names it."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    ab.main(["small_cnn", str(root), str(root), "--repeat", "2", "--out", str(tmp_path)])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("small_cnn ")]
+    assert len(rows) == 2 and all("to the first" in row for row in rows)
+    assert all(float(row.rsplit("rel. diff ", 1)[1]) < 1e-4 for row in rows)
+    with pytest.raises(RuntimeError, match=str(tmp_path)):
+        ab.Worker(tmp_path, "small_cnn", tmp_path / "out.npy")

@@ -125,3 +125,61 @@ def test_a_grouped_convolution_gets_its_group_axis_and_keeps_its_epilogue(backen
     assert [name for name in names if {"group", "conv2d", "add", "relu"} <= _ops(name)]
     assert [name for name in names if "conv2d" in _ops(name) and "group" not in _ops(name)]  # the depthwise
     _matches_onnxruntime(proto, backend)
+
+
+def test_a_batchnorm_after_a_convolution_with_a_bias_folds_into_it(backend):
+    """ShuffleNet's stem: a Conv with a bias (imported as conv2d then add), then BatchNorm and Relu:
+    one task, with no batch_norm of its own, outputs as ONNX Runtime's."""
+    b = GraphBuilder(0)
+    y = _bn_relu(b, b.conv("x", 3, 12, 3, stride=2, name="stem"), 12, "stem")
+    proto = b.make_model("conv_bias_bn", {"x": (1, 3, 15, 15)}, y, (1, 12, 8, 8))
+    names = [task.name for task in tuner.partition(tuner.load(proto), backend).tasks]
+    assert len(names) == 1 and {"conv2d", "add", "relu"} <= _ops(names[0]), names
+    assert "batch_norm" not in _ops(names[0])
+    _matches_onnxruntime(proto, backend)
+
+
+def _writes_of(func, name: str) -> list:
+    """The iteration-domain sizes of the blocks of ``func`` that write the buffer ``name``."""
+    import tvm_ffi
+    from tvm.s_tir import SBlock
+
+    sizes = []
+
+    def visit(block):
+        if any(region.source.name == name for region in block.writes):
+            sizes.append(int(np.prod([int(v.dom.extent) for v in block.iter_vars])))
+
+    tvm_ffi.structural_walk(func.body, (SBlock, visit), order="post")
+    return sizes
+
+
+def test_a_grouped_convolution_pads_its_groups_to_whole_vectors(backend):
+    """34 output channels per group get 6 zero filters (40, five 8-lane registers); the default
+    schedule writes only the true channels to the output, and the outputs match ONNX Runtime's."""
+    import search_spaces
+    from tuner.lower import lower
+
+    b = GraphBuilder(0)
+    y = b.op("Relu", [b.conv("x", 24, 68, 1, groups=2, name="grouped")], name="relu")
+    proto = b.make_model("padded", {"x": (1, 24, 7, 7)}, y, (1, 68, 7, 7))
+    (task,) = tuner.partition(tuner.load(proto), backend).tasks
+    assert [int(d) for d in task.func.params[1].ty.shape] == [2, 40, 12, 1, 1]
+    for config in search_spaces.space_for(task.func, backend.tvm_target()).default_configs():
+        scheduled = lower(task.func, config, backend.tvm_target()).func
+        # one block writes the output, with no point for a padded channel
+        assert _writes_of(scheduled, scheduled.params[-1].name) == [68 * 7 * 7], config
+    _matches_onnxruntime(proto, backend)
+
+
+@pytest.mark.parametrize("pads", [[1, 1, 1, 1], [0, 1, 2, 0]])
+def test_an_average_pool_divides_by_a_constant_map_of_its_counts(backend, pads):
+    """A padded AveragePool that does not count the padding: one task that reads a constant
+    1/count map (no per-element count), outputs as ONNX Runtime's at the edges too."""
+    b = GraphBuilder(0)
+    y = b.op("AveragePool", ["x"], name="pool", kernel_shape=[3, 3], strides=[1, 2], pads=pads)
+    width = (9 + pads[1] + pads[3] - 3) // 2 + 1
+    proto = b.make_model("avg_pool", {"x": (1, 5, 7, 9)}, y, (1, 5, 7 + pads[0] + pads[2] - 2, width))
+    (task,) = tuner.partition(tuner.load(proto), backend).tasks
+    assert task.func.attrs["layout_free_buffers"]  # the map, a constant
+    _matches_onnxruntime(proto, backend)

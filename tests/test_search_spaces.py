@@ -71,6 +71,13 @@ def _nt_matmul_model() -> onnx.ModelProto:
     return _model("nt", nodes, [_value("x", [5, 19]), _value("y", [11, 19])], [_value("out", [5, 11])])
 
 
+def _pool_model(size: int, stride: int) -> onnx.ModelProto:
+    """A 3x3 MaxPool (padding 1) over 24 channels."""
+    out = (size + 2 - 3) // stride + 1
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[stride, stride], pads=[1] * 4)
+    return _model("pool", [node], [_value("x", [1, 24, size, size])], [_value("y", [1, 24, out, out])])
+
+
 def _conv_affine_model() -> onnx.ModelProto:
     """Conv 8->8 3x3 on 1x8x9x9, then a batch norm folded into Mul/Add, a residual
     Add of the input and a Relu: all of it is one fused task."""
@@ -115,6 +122,12 @@ MODELS = {
     "dense_wide": lambda: bm.matmul_model(m=8, k=256, n=256),
     "conv_68_14": lambda: bm.conv_model(in_channels=68, out_channels=68, size=14, kernel=1),
     "conv_s2_wide": lambda: bm.conv_model(in_channels=16, out_channels=64, size=32, stride=2),
+    "conv_c32_14": lambda: bm.conv_model(in_channels=32, out_channels=64, size=14, kernel=1),
+    "conv_c8_14": lambda: bm.conv_model(in_channels=8, out_channels=64, size=14, kernel=1),
+    "conv1x1_56": lambda: bm.conv_model(in_channels=64, out_channels=256, size=56, kernel=1),
+    "pool_14": lambda: _pool_model(14, 1),
+    "pool_s2": lambda: _pool_model(28, 2),
+    "depthwise_14": lambda: bm.conv_model(in_channels=24, out_channels=24, groups=24, size=14, kernel=3),
     "gemm_relu": lambda: bm.gemm_model(batch=5, in_features=19, out_features=11, relu=True),
     "nt_matmul": _nt_matmul_model,
     "conv_affine": _conv_affine_model,
@@ -288,6 +301,11 @@ def test_the_cores_split_the_weights_when_they_outweigh_the_rows():
     conv = task("conv_bench", "fused_conv2d_add_relu")  # a 56 x 56 map against a 64 x 64 x 3 x 3 weight
     tiles = ss.space_for(conv, AVX2).default_config().as_dict()
     assert tiles["tile_yy"][0] > 1 and tiles["tile_ff"][0] == 1  # each core its own output rows
+    # a 1x1 conv has no window, but the same rows: a 56 x 56 map against a 256 x 64 weight
+    conv = task("conv1x1_56", "fused_conv2d_add_relu")
+    tiles = ss.space_for(conv, AVX2).default_config().as_dict()
+    assert tiles["tile_yy"][0] > 1 and tiles["tile_ff"][0] == 1
+    assert_matches(conv, ss.space_for(conv, AVX2).apply(ss.space_for(conv, AVX2).default_config()).mod)
 
 
 def test_a_default_vector_fills_whole_registers_or_fits_in_one():
@@ -297,6 +315,40 @@ def test_a_default_vector_fills_whole_registers_or_fits_in_one():
         default = space.default_config()
         assert default.get("vector_axis") == "xx" and default.get("tile_xx")[-1] == lanes
         assert_matches(func, space.apply(default).mod)
+
+
+def test_a_default_vector_runs_along_the_output_channels_from_16_products_per_output():
+    """A 1x1 conv from 32 channels (ShuffleNet's and MobileNet's small pointwise convs) vectorizes its
+    output channels with packed weights rather than 7 lanes of a 14-wide row; from 8 channels the
+    transposing write-back costs more than it saves, and the row is the vector."""
+    for model, vector in (("conv_c32_14", "ff"), ("conv_c8_14", "xx")):
+        (name, func), = tasks(model)
+        space = ss.space_for(func, AVX2)
+        default = space.default_config()
+        assert default.get("vector_axis") == vector, model
+        assert default.get("pack") == (vector == "ff")
+        assert_matches(func, space.apply(default).mod)
+
+
+def test_a_pool_vectorizes_whole_output_rows_and_blocks_rows():
+    """A stride-1 pool over a 14-wide map: one 14-lane vector per row, 2 rows per register block
+    (6 accumulators of two registers allow 2 of 14); a stride-2 one keeps its 7-lane default; a
+    depthwise conv is a stencil too."""
+    (name, func), = tasks("pool_14")
+    space = ss.space_for(func, AVX2)
+    default = space.default_config()  # ax2, ax3: the output rows and columns
+    assert default.get("vector_axis") == "ax3" and default.get("tile_ax3")[-1] == 14
+    assert default.get("tile_ax2")[-1] == 2 and space.default_configs() == [default]
+    assert_matches(func, space.apply(default).mod)
+    (name, strided), = tasks("pool_s2")
+    default = ss.space_for(strided, AVX2).default_config()
+    assert default.get("tile_ax3")[-1] == 7  # 14 columns, read every other one
+    assert_matches(strided, ss.space_for(strided, AVX2).apply(default).mod)
+    depthwise = task("depthwise_14", "fused_conv2d_add_relu")  # the same with 9 weights per channel
+    default = ss.space_for(depthwise, AVX2).default_config()
+    assert default.get("vector_axis") == "xx" and default.get("tile_xx")[-1] == 14
+    assert default.get("tile_yy")[-1] == 2
+    assert_matches(depthwise, ss.space_for(depthwise, AVX2).apply(default).mod)
 
 
 def test_no_default_vector_along_columns_an_input_reads_with_a_stride():

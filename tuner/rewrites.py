@@ -2,7 +2,8 @@
 
 Each rewrite is a small named pass (``REWRITES``); ``rewrite(module)`` applies them all.
 
-* ``fold_batchnorm``: BatchNorm after a convolution folded into its weights and bias.
+* ``fold_batchnorm``: BatchNorm after a convolution (with or without its bias add) folded into its
+  weights and bias.
 * ``multi_input_to_binary``: TVM's ONNX importer writes ``Sum``/``Mean``/``Max``/``Min`` of
   inputs of a known shape as ``broadcast_to`` each input, ``stack`` them and reduce over the new
   axis, which materialises the stacked tensor and is a task of its own (``fused_broadcast_to_
@@ -13,10 +14,15 @@ Each rewrite is a small named pass (``REWRITES``); ``rewrite(module)`` applies t
   ResNeXt's) computes ``out[n, g, f, y, x]`` with the group an axis of its own, then reshapes to
   NCHW (free). Written with one output-channel axis, the input's channel index depends on the
   output channel (``ff // per_group``), so no schedule can reuse an input load across a block of
-  output channels; with the group apart, ``f`` is an ordinary output-channel axis.
+  output channels; with the group apart, ``f`` is an ordinary output-channel axis, padded with zero
+  filters to a multiple of 8 where a group's count is not one (ShuffleNet's 34 and 68).
+* ``avg_pool_divisor_map`` (``tuner.pool_rewrites``): an average pool that leaves the padding out
+  of its count divides by a constant map instead of counting per element.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 
 def _binary_ops() -> dict:
@@ -100,10 +106,11 @@ def grouped_conv_group_axis():
                 return call
             attrs = call.attrs
             dtype = attrs.out_dtype or call.ty.dtype
+            weight, per_out = _padded_group_weight(self, call.args[1], int(attrs.groups))
             grouped = self.builder_.call_te(
-                _group_axis_conv, call.args[0], call.args[1], [int(v) for v in attrs.strides],
+                _group_axis_conv, call.args[0], weight, [int(v) for v in attrs.strides],
                 [int(v) for v in attrs.padding], [int(v) for v in attrs.dilation], int(attrs.groups), str(dtype),
-                primfunc_name_hint="group_conv2d")
+                per_out, primfunc_name_hint="group_conv2d")
             return grouped
 
     @tvm.ir.transform.module_pass(opt_level=0, name="GroupedConvGroupAxis")
@@ -117,14 +124,36 @@ def grouped_conv_group_axis():
     return transform
 
 
-def _group_axis_conv(data, weight, strides, padding, dilation, groups, out_dtype):
+def _padded_group_weight(mutator, weight, groups: int):
+    """The grouped conv's weight as ``W[g, f, c, ky, kx]``, so that ``f`` alone indexes a dimension
+    of it (a schedule vectorized along ``f`` can pack it), and the true count of ``f``. A constant
+    weight's groups get zero filters up to a multiple of ``GROUP_CHANNEL_MULTIPLE`` output channels
+    (a vector register's width with AVX2): ShuffleNet's groups have 34 or 68, which no whole register
+    fits, so the default vectorized 7 lanes of a 14-wide row instead; 72 take 8-lane registers for 6 %
+    more arithmetic. Not padded where it fits already or where padding would add over a quarter."""
+    from tvm import relax
+
+    value = _constant(mutator, weight)
+    if value is None:
+        out_channels, *rest = (int(d) for d in weight.ty.shape)
+        return relax.op.reshape(weight, [groups, out_channels // groups, *rest]), out_channels // groups
+    per_out = value.shape[0] // groups
+    padded = -(-per_out // GROUP_CHANNEL_MULTIPLE) * GROUP_CHANNEL_MULTIPLE
+    padded = per_out if padded > per_out * MAX_GROUP_PADDING else padded
+    filled = np.zeros((groups, padded, *value.shape[1:]), value.dtype)
+    filled[:, :per_out] = value.reshape(groups, per_out, *value.shape[1:])
+    return relax.const(filled), per_out
+
+
+def _group_axis_conv(data, weight, strides, padding, dilation, groups, out_dtype, per_out):
     """out[n, g, f, y, x] = sum over a group's input channels and the window: conv2d with the
-    group an axis of its own, then reshaped to NCHW in the same function."""
+    group an axis of its own, then reshaped to NCHW in the same function. ``weight`` is
+    ``W[g, f, c, ky, kx]``; ``per_out``: the true output channels per group, where it has zero filters
+    after them (``_padded_group_weight``)."""
     from tvm import te, topi
 
     n, channels, height, width = (int(d) for d in data.shape)
-    out_channels, per_group, kernel_h, kernel_w = (int(d) for d in weight.shape)
-    per_out = out_channels // groups
+    _, padded_out, per_group, kernel_h, kernel_w = (int(d) for d in weight.shape)
     top, left, bottom, right = padding
     padded = topi.nn.pad(data, [0, 0, top, left], [0, 0, bottom, right]) if any(padding) else data
     out_h = (height + top + bottom - (kernel_h - 1) * dilation[0] - 1) // strides[0] + 1
@@ -133,12 +162,19 @@ def _group_axis_conv(data, weight, strides, padding, dilation, groups, out_dtype
     ry = te.reduce_axis((0, kernel_h), "ry")
     rx = te.reduce_axis((0, kernel_w), "rx")
     grouped = te.compute(
-        (n, groups, per_out, out_h, out_w),
+        (n, groups, padded_out, out_h, out_w),
         lambda b, g, f, y, x: te.sum(
             padded[b, g * per_group + rc, y * strides[0] + ry * dilation[0], x * strides[1] + rx * dilation[1]]
-            .astype(out_dtype) * weight[g * per_out + f, rc, ry, rx].astype(out_dtype), axis=[rc, ry, rx]),
+            .astype(out_dtype) * weight[g, f, rc, ry, rx].astype(out_dtype), axis=[rc, ry, rx]),
         name="group_conv2d")
-    return topi.reshape(grouped, (n, out_channels, out_h, out_w))
+    if per_out == padded_out:
+        return topi.reshape(grouped, (n, groups * per_out, out_h, out_w))
+    return te.compute((n, groups * per_out, out_h, out_w),
+                      lambda b, c, y, x: grouped[b, c // per_out, c % per_out, y, x], name="T_reshape")
+
+
+GROUP_CHANNEL_MULTIPLE = 8
+MAX_GROUP_PADDING = 1.25  # padded over true output channels per group, at most
 
 
 def _splittable(call) -> bool:
@@ -219,14 +255,18 @@ def _constant(mutator, expr):
 
     if isinstance(expr, relax.Var):
         expr = mutator.lookup_binding(expr)
+    reshape = expr if isinstance(expr, relax.Call) and getattr(expr.op, "name", None) == "relax.reshape" else None
+    if reshape is not None:  # the importer's reshape of a Conv bias to [1, C, 1, 1]
+        value = _constant(mutator, reshape.args[0])
+        shape = reshape.ty.shape
+        return value.reshape([int(d) for d in shape]) if value is not None and shape is not None else None
     return expr.value.numpy() if isinstance(expr, Constant) else None
 
 
 def _foldable_batchnorm(mutator, binding, uses):
-    """For ``y = batch_norm(conv2d(x, W), ...)[0]`` with constant weights and statistics, a conv whose
+    """For ``y = batch_norm(conv2d(x, W) [+ b], ...)[0]`` with constant weights and statistics, a conv whose
     result nothing else uses and the NCHW/OIHW layouts: (conv's variable, conv call, scaled W, bias
     of shape [1, C, 1, 1]); else None."""
-    import numpy as np
     from tvm import relax
 
     value = binding.value
@@ -235,7 +275,7 @@ def _foldable_batchnorm(mutator, binding, uses):
     norm = _bound_call(mutator, value.tuple_value, "relax.nn.batch_norm")
     if norm is None or int(norm.attrs.axis) != 1 or bool(norm.attrs.training):
         return None
-    conv_var = norm.args[0]
+    conv_var, conv_bias = _conv_and_bias(mutator, norm.args[0], uses)
     conv = _bound_call(mutator, conv_var, "relax.nn.conv2d")
     if conv is None or uses.get(conv_var, 0) != 1 or (conv.attrs.data_layout, conv.attrs.kernel_layout,
                                                       conv.attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
@@ -249,13 +289,37 @@ def _foldable_batchnorm(mutator, binding, uses):
     beta = beta if bool(norm.attrs.center) else np.zeros_like(beta)
     scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + float(norm.attrs.epsilon))
     scaled = (weight.astype(np.float64) * scale.reshape(-1, 1, 1, 1)).astype(dtype)
-    bias = (beta.astype(np.float64) - mean.astype(np.float64) * scale).astype(dtype).reshape(1, -1, 1, 1)
-    return conv_var, conv, scaled, bias
+    shift = beta.astype(np.float64) - mean.astype(np.float64) * scale
+    if conv_bias is not None:
+        if conv_bias.size != scale.size:
+            return None
+        shift = shift + conv_bias.astype(np.float64).reshape(-1) * scale
+    return conv_var, conv, scaled, shift.astype(dtype).reshape(1, -1, 1, 1)
+
+
+def _conv_and_bias(mutator, expr, uses):
+    """For ``expr`` bound to ``add(c, b)`` with a constant per-channel ``b`` (an ONNX Conv with a bias,
+    which the importer writes as a conv2d and an add) and used only by the BatchNorm: (c, b's value).
+    Else (expr, None)."""
+    add = _bound_call(mutator, expr, "relax.add")
+    if add is None or uses.get(expr, 0) != 1:
+        return expr, None
+    bias = _constant(mutator, add.args[1])
+    shape = bias.shape if bias is not None else ()
+    if bias is None or len(shape) != 4 or shape[0] != 1 or shape[2:] != (1, 1):
+        return expr, None
+    return add.args[0], bias
+
+
+def _avg_pool_divisor_map():
+    from .pool_rewrites import avg_pool_divisor_map
+
+    return avg_pool_divisor_map()
 
 
 # In order: the BatchNorm is folded while the convolution before it is still one call.
 REWRITES = {"multi_input_to_binary": multi_input_to_binary, "fold_batchnorm": fold_batchnorm,
-            "grouped_conv_group_axis": grouped_conv_group_axis}
+            "grouped_conv_group_axis": grouped_conv_group_axis, "avg_pool_divisor_map": _avg_pool_divisor_map}
 
 
 def rewrite(module):
