@@ -15,8 +15,9 @@ import numpy as np
 
 def avg_pool_divisor_map():
     """The pass described in the module docstring."""
-    import tvm
     from tvm import relax
+
+    from .rewrites import builder_pass
 
     @relax.expr_functor.mutator
     class DivisorMap(relax.PyExprMutator):
@@ -30,15 +31,7 @@ def avg_pool_divisor_map():
                 _scaled_sum_pool, call.args[0], scale, [int(k) for k in attrs.pool_size],
                 [int(s) for s in attrs.strides], [int(p) for p in attrs.padding], primfunc_name_hint="avg_pool2d")
 
-    @tvm.ir.transform.module_pass(opt_level=0, name="AvgPoolDivisorMap")
-    def transform(module, _context):
-        mutator = DivisorMap(module)  # its builder starts from a copy of ``module`` and gets the new TIR
-        for global_var, func in module.functions_items():
-            if isinstance(func, relax.Function):
-                mutator.builder_.update_func(global_var, mutator.visit_expr(func))
-        return mutator.builder_.get()
-
-    return transform
+    return builder_pass(DivisorMap, "AvgPoolDivisorMap")
 
 
 def _rewritable(call) -> bool:

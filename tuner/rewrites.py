@@ -95,7 +95,6 @@ def _unbroadcast(mutator, expr):
 
 def grouped_conv_group_axis():
     """The pass described in the module docstring."""
-    import tvm
     from tvm import relax
 
     @relax.expr_functor.mutator
@@ -113,9 +112,18 @@ def grouped_conv_group_axis():
                 per_out, primfunc_name_hint="group_conv2d")
             return grouped
 
-    @tvm.ir.transform.module_pass(opt_level=0, name="GroupedConvGroupAxis")
+    return builder_pass(GroupAxis, "GroupedConvGroupAxis")
+
+
+def builder_pass(mutator_class, name: str):
+    """A module pass that applies ``mutator_class`` (a ``PyExprMutator`` that emits new TIR functions
+    through its builder) to every Relax function of the module."""
+    import tvm
+    from tvm import relax
+
+    @tvm.ir.transform.module_pass(opt_level=0, name=name)
     def transform(module, _context):
-        mutator = GroupAxis(module)  # its builder starts from a copy of ``module`` and gets the new TIR
+        mutator = mutator_class(module)  # its builder starts from a copy of ``module`` and gets the new TIR
         for global_var, func in module.functions_items():
             if isinstance(func, relax.Function):
                 mutator.builder_.update_func(global_var, mutator.visit_expr(func))
