@@ -88,6 +88,8 @@ def offline_backend(cache, spec, key: str, timing: str):
     from .backend import resolve_backend
     from .remote import stored_backend, stored_backends
 
-    if stored_backends(cache, spec, key, timing):
-        return stored_backend(cache, spec, key, timing)
-    return resolve_backend(spec, timing=timing, device_key=key)
+    found = stored_backends(cache, spec, key, timing)
+    if len(found) == 1:
+        return found[0]
+    return stored_backend(cache, spec, key, timing) if found else resolve_backend(spec, timing=timing,
+                                                                                   device_key=key)

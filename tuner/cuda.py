@@ -13,7 +13,9 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from .device_timing import cuda_version
 from .errors import BuildError, NoDeviceError, error_line
+
 
 @dataclass(frozen=True)
 class GpuInfo:
@@ -35,20 +37,10 @@ class GpuInfo:
 def prepare() -> str | None:
     """Make TVM find the pip-installed CUDA headers and load its CUDA runtime, once a process.
     Returns why the CUDA runtime cannot be used here (no driver, say), or None when it can."""
-    _use_pip_headers()
-    import tvm.support.nvcc  # noqa: F401  registers the NVRTC callback that loading such a library calls
-
-    return _load_runtime()
-
-
-def _use_pip_headers() -> None:
-    from .device_timing import use_pip_cuda_headers
+    from .device_timing import load_cuda_runtime, use_pip_cuda_headers
 
     use_pip_cuda_headers()
-
-
-def _load_runtime() -> str | None:
-    from .device_timing import load_cuda_runtime
+    import tvm.support.nvcc  # noqa: F401  registers the NVRTC callback that loading such a library calls
 
     return load_cuda_runtime()
 
@@ -66,13 +58,7 @@ def detect_gpu() -> GpuInfo | None:
     return GpuInfo(model=str(device.device_name), compute_capability=str(device.compute_version),
                    max_threads_per_block=int(device.max_threads_per_block),
                    max_shared_memory_per_block=int(device.max_shared_memory_per_block),
-                   driver_version=_version(device.driver_version), runtime_version=_runtime_version())
-
-
-def _version(number) -> str | None:
-    from .device_timing import cuda_version
-
-    return cuda_version(number)
+                   driver_version=cuda_version(device.driver_version), runtime_version=_runtime_version())
 
 
 def _runtime_version() -> str | None:
@@ -82,7 +68,7 @@ def _runtime_version() -> str | None:
         status, number = runtime.cudaRuntimeGetVersion()
     except Exception:  # the version is only informative
         return None
-    return _version(number) if int(status) == 0 else None
+    return cuda_version(number) if int(status) == 0 else None
 
 
 def nvrtc_version() -> str | None:

@@ -145,6 +145,21 @@ def check_outputs(tensors, expected: dict, rtol: float, atol: float) -> str | No
     return None
 
 
+def check_and_time(module, device, tensors, expected: dict | None, timing: dict) -> tuple[list | None, str | None]:
+    """Run ``module``'s ``main`` once and compare its outputs with ``expected`` (when given), then time
+    it as ``timing`` says (``TimingOptions.to_json``: cold or hot, repeats, tolerances). Returns the
+    seconds of the runs, or None and why the outputs differ. TVM's errors propagate."""
+    if expected:
+        module["main"](*tensors)
+        mismatch = check_outputs(tensors, expected, timing["rtol"], timing["atol"])
+        if mismatch:
+            return None, mismatch
+    if timing["cold"]:
+        return flushed_costs(module, device, tensors, timing["repeat"], timing["min_repeat_ms"],
+                             timing["max_flushed_runs"]), None
+    return repeated_costs(module, device, tensors, timing["repeat"], timing["min_repeat_ms"]), None
+
+
 def repeated_costs(module, device, tensors, repeat: int, min_repeat_ms: int) -> list[float]:
     """Seconds per run of ``repeat`` repeats of at least ``min_repeat_ms`` each, on warm caches."""
     timer = module.time_evaluator("main", device, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)

@@ -50,7 +50,7 @@ def export_candidates(model, backend, cache, folder, settings=None, *, measure_s
     ``TuneSettings``) gives the search, its batch size (the candidates per task) and seed;
     ``strategy`` and ``cost_model`` replace the ones it names."""
     from .builder import LocalBuilder
-    from .runner import References
+    from .runner import References, timing_options
     from .tune import TuneSettings, _context, _fresh, _task_states
 
     settings = settings or TuneSettings()
@@ -75,7 +75,7 @@ def export_candidates(model, backend, cache, folder, settings=None, *, measure_s
         finally:
             references.close()
     manifest = {"format": MANIFEST_FORMAT, "version": 1, "export_id": uuid.uuid4().hex, "model": model.name,
-                "backend": backend.describe(), "timing": _timing(backend, measure_settings), "tasks": tasks}
+                "backend": backend.describe(), "timing": timing_options(backend, measure_settings).to_json(), "tasks": tasks}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
     for source, name in SCRIPTS.items():
         shutil.copyfile(Path(__file__).with_name(source), out / name)
@@ -114,15 +114,6 @@ def _export_task(out: Path, index: int, task, configs, built, io) -> dict:
             candidate["result"] = result.to_json()
         entry["candidates"].append(candidate)
     return entry
-
-
-def _timing(backend, settings: MeasureSettings) -> dict:
-    from .runner import timing_options
-
-    options = timing_options(backend, settings)
-    return {"num_threads": options.num_threads, "cold": options.cache_flush, "repeat": options.repeat,
-            "min_repeat_ms": options.min_repeat_ms, "max_flushed_runs": options.max_flushed_runs,
-            "rtol": options.rtol, "atol": options.atol}
 
 
 @dataclass(frozen=True)

@@ -178,9 +178,8 @@ def _worker(folder: str, manifest: dict) -> int:
 
 
 def _time_candidate(folder, manifest, task, candidate, device, np, tvm) -> dict:
-    from device_timing import check_outputs, flushed_costs, prepacked, random_arrays, repeated_costs
+    from device_timing import check_and_time, prepacked, random_arrays
 
-    timing = manifest["timing"]
     try:
         module = tvm.runtime.load_module(os.path.join(folder, candidate["file"]))
         arrays = random_arrays([(arg["shape"], arg["dtype"]) for arg in task["args"]], task["seed"])
@@ -192,17 +191,11 @@ def _time_candidate(folder, manifest, task, candidate, device, np, tvm) -> dict:
         if prepack:
             tensors = prepacked(module, tensors, prepack["indices"], prepack["packed"], device)
         checked = _inputs_match(task, arrays)
-        if checked:
-            module["main"](*tensors)
-            expected = {index: np.load(os.path.join(folder, task["expected"][str(index)])) for index in outputs}
-            mismatch = check_outputs(tensors, expected, timing["rtol"], timing["atol"])
-            if mismatch:
-                return _error("wrong_result", mismatch)
-        if timing["cold"]:
-            costs = flushed_costs(module, device, tensors, timing["repeat"], timing["min_repeat_ms"],
-                                  timing["max_flushed_runs"])
-        else:
-            costs = repeated_costs(module, device, tensors, timing["repeat"], timing["min_repeat_ms"])
+        expected = {index: np.load(os.path.join(folder, task["expected"][str(index)])) for index in outputs} \
+            if checked else None
+        costs, mismatch = check_and_time(module, device, tensors, expected, manifest["timing"])
+        if mismatch:
+            return _error("wrong_result", mismatch)
     except (RuntimeError, ValueError, OSError) as err:  # how TVM reports a failed load or run
         lines = str(err).strip().splitlines()
         return _error("run", f"{type(err).__name__}: {lines[-1] if lines else ''}")

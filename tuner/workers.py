@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from .device_timing import check_outputs, flushed_costs, prepacked, random_arrays, repeated_costs
+from .device_timing import check_and_time, prepacked, random_arrays
 from .errors import error_line
 from .messages import Artifact, Prepack, TimingOptions
 from .records import ErrorKind, MeasureResult
@@ -100,16 +100,9 @@ def time_loaded(module, device, arrays, expected: dict | None, options: TimingOp
     tensors = [tvm.runtime.tensor(array, device) for array in arrays]
     if prepack:
         tensors = prepacked(module, tensors, prepack.indices, prepack.packed, device)
-    if expected:
-        module["main"](*tensors)
-        mismatch = check_outputs(tensors, expected, options.rtol, options.atol)
-        if mismatch:
-            return MeasureResult.error(ErrorKind.WRONG_RESULT, mismatch)
-    if options.cache_flush:
-        costs = flushed_costs(module, device, tensors, options.repeat, options.min_repeat_ms,
-                              options.max_flushed_runs)
-    else:
-        costs = repeated_costs(module, device, tensors, options.repeat, options.min_repeat_ms)
+    costs, mismatch = check_and_time(module, device, tensors, expected, options.to_json())
+    if mismatch:
+        return MeasureResult.error(ErrorKind.WRONG_RESULT, mismatch)
     return MeasureResult(tuple(costs))
 
 
