@@ -149,3 +149,26 @@ def test_results_of_another_gpu_are_refused():
     assert device_backend(backend.describe(), h200) == backend  # a later round's import: the same key
     with pytest.raises(CacheError, match="compute capability 8.0"):
         device_backend(described, {**h200, "compute_capability": "8.0"})
+
+
+def test_each_result_is_passed_on_as_it_comes_and_a_hang_is_a_timeout(tmp_path):
+    """The script saves after every candidate (so a run stopped from outside keeps what it timed):
+    here a worker that times one candidate and hangs on the next gives both results, the first
+    before the hang ends."""
+    import tempfile
+    import time
+
+    from tuner import offline_measure
+
+    worker = ("import json, time; print(json.dumps({'start': '0/0'})); print(json.dumps({'costs_s': [1.0]}));"
+              "print(json.dumps({'start': '0/1'}), flush=True); time.sleep(60)")
+    process = subprocess.Popen([sys.executable, "-c", worker], stdout=subprocess.PIPE)
+    seen = []
+    started = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as stderr:
+        offline_measure._follow(process, stderr, 3.0, lambda key, result: seen.append((key, result,
+                                                                                     time.perf_counter())))
+    assert [key for key, _, _ in seen] == ["0/0", "0/1"]
+    assert seen[0][1] == {"costs_s": [1.0]} and seen[1][1]["error_kind"] == "timeout"
+    assert seen[0][2] - started < 2.5 <= seen[1][2] - started
+    assert process.poll() is not None  # the hanging worker was killed

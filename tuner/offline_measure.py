@@ -8,8 +8,8 @@ Here, on the device (its first GPU for a CUDA target, its CPU otherwise), every 
 checked against the expected outputs and timed; the results go to FOLDER/results.json, which
 ``tuner cache import FOLDER`` stores on the tuning machine. Each candidate runs in a worker
 process: one that crashes or hangs is recorded as such and the next goes on in a new worker. The
-results are written after every candidate, so a run stopped half-way keeps them: run the same
-command again to go on.
+results are written after every candidate, so a run stopped half-way keeps them (they can be
+imported as they are): run the same command again to go on.
 """
 
 from __future__ import annotations
@@ -76,12 +76,14 @@ def _measure_all(folder: str, manifest: dict, device: dict, timeout_s: float) ->
     pending = [key for key in _candidate_keys(manifest) if key not in results["results"]]
     print(f"{len(pending)} candidates to time on {device['model']}", flush=True)
     started = time.perf_counter()
-    while pending:
-        done = _run_worker(folder, pending, timeout_s)
-        for key, result in done:
-            results["results"][key] = result
-            pending.remove(key)
+
+    def record(key: str, result: dict) -> None:  # saved at once: a run stopped half-way keeps it
+        results["results"][key] = result
+        pending.remove(key)
         _save_results(folder, results)
+
+    while pending:
+        _run_worker(folder, list(pending), timeout_s, record)
         print(f"{len(results['results'])} timed, {len(pending)} left ({time.perf_counter() - started:.0f} s)",
               flush=True)
     print(f"wrote {os.path.join(folder, RESULTS)}: store it with 'tuner cache import {folder}'")
@@ -112,46 +114,60 @@ def _save_results(folder: str, results: dict) -> None:
     os.replace(path + ".tmp", path)  # a run killed while writing leaves the last whole file
 
 
-def _run_worker(folder: str, keys: list[str], timeout_s: float) -> list[tuple[str, dict]]:
-    """Time ``keys`` in one worker process until it ends; a candidate that crashes it or runs past
-    ``timeout_s`` is recorded as such (and the caller starts a new worker for the rest)."""
+def _run_worker(folder: str, keys: list[str], timeout_s: float, record) -> None:
+    """Time ``keys`` in one worker process until it ends, passing each result to ``record(key,
+    result)``; a candidate that crashes it or runs past ``timeout_s`` is recorded as such (and the
+    caller starts a new worker for the rest)."""
     with tempfile.TemporaryFile("w+") as stderr:  # a file, not a pipe: TVM's log cannot fill it up and block
         process = subprocess.Popen([sys.executable, os.path.abspath(__file__), folder, "--worker"],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True)
-        process.stdin.write(json.dumps(keys))
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
+        process.stdin.write(json.dumps(keys).encode())
         process.stdin.close()
-        return _follow(process, stderr, timeout_s)
+        _follow(process, stderr, timeout_s, record)
 
 
-def _follow(process, stderr, timeout_s: float) -> list[tuple[str, dict]]:
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
-    done, current = [], None
-    while True:
-        if not selector.select(timeout=timeout_s):
+def _follow(process, stderr, timeout_s: float, record) -> None:
+    current, timed = None, 0
+    for message in _messages(process, timeout_s):
+        if message is None:  # nothing came for timeout_s
             process.kill()
             process.wait()
             if current is None:
                 raise SystemExit(f"measure.py: the measuring process did not start within {timeout_s:.0f} s")
-            return done + [(current, _error("timeout", f"ran longer than {timeout_s:.0f} s"))]
-        line = process.stdout.readline()
-        if not line:
-            break
-        message = json.loads(line)
+            record(current, _error("timeout", f"ran longer than {timeout_s:.0f} s"))
+            return
         if "start" in message:
             current = message["start"]
         else:
-            done.append((current, message))
-            current = None
+            record(current, message)
+            current, timed = None, timed + 1
     status = process.wait()
     stderr.seek(0)
     lines = stderr.read().strip().splitlines()
     if current is not None:  # the worker died on this candidate
-        done.append((current, _error("crash", f"the process ended (status {status}) while running it: "
-                                            f"{lines[-1] if lines else 'no message'}")))
-    elif status != 0 and not done:
+        record(current, _error("crash", f"the process ended (status {status}) while running it: "
+                                        f"{lines[-1] if lines else 'no message'}"))
+    elif status != 0 and not timed:
         raise SystemExit(f"measure.py: the measuring process failed: {lines[-1] if lines else status}")
-    return done
+
+
+def _messages(process, timeout_s: float):
+    """The worker's JSON lines as they come, None when none came for ``timeout_s``; read from the raw
+    pipe, since a buffered reader could hold a line the selector no longer sees waiting."""
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    pending = b""
+    while True:
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            yield json.loads(line)
+        if not selector.select(timeout=timeout_s):
+            yield None
+            return
+        chunk = os.read(process.stdout.fileno(), 65536)
+        if not chunk:
+            return
+        pending += chunk
 
 
 def _worker(folder: str, manifest: dict) -> int:
