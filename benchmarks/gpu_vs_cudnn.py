@@ -6,14 +6,15 @@ Two halves, because the GPU machine may have no compiler and no network:
     python -m benchmarks.gpu_vs_cudnn run build/gpu/bench [--json build/gpu/result.json]
 
 ``prepare`` (here, no GPU needed) writes per case and batch the ONNX graph in the plain form that
-PyTorch runs (``benchmarks.onnx_torch``), its weights and inputs, and our builds through NVRTC:
-untuned (default schedules) and, with ``--cache`` and ``--device-key``, tuned from that device's
-records (offline rounds: ``tuner tune --export-candidates``, ``measure.py`` on the GPU, ``tuner
-cache import``). ``run`` (on the GPU: TVM's runtime, numpy and PyTorch's CUDA build) times, in
-alternation, each build with TVM's time evaluator and PyTorch with ``cudnn.benchmark`` in fp32 (TF32
-off) and with TF32 on, and prints the medians, the ratios and the largest output difference
-relative to the output's largest magnitude (against fp32 PyTorch). Without a GPU it stops, after
-checking the prepared folder, with one line saying so (exit status 2).
+PyTorch runs (``benchmarks.onnx_torch``; weights and inputs are made from seeds on both machines),
+and our builds through NVRTC: untuned (default schedules) and, with ``--cache`` and
+``--device-key``, tuned from that device's records (offline rounds: ``tuner tune
+--export-candidates``, ``measure.py`` on the GPU, ``tuner cache import``). ``run`` (on the GPU:
+TVM's runtime, numpy, onnx and PyTorch's CUDA build) times, in alternation, each build with TVM's
+time evaluator and PyTorch with ``cudnn.benchmark`` in fp32 (TF32 off) and with TF32 on, each also
+replayed from a CUDA graph (no Python launch cost per op), and prints the medians, the ratios and
+the largest output difference relative to the output's largest magnitude (against fp32 PyTorch).
+Without a GPU it stops, after checking the prepared folder, with one line saying so (exit status 2).
 
 Cases: a 3x3 conv 64->64 on 56x56, a 1x1 conv 64->256 on 56x56, a 1024x1024x1024 matmul (its rows
 times the batch), ResNet-18 at 224x224 and the transformer encoder of ``benchmarks/models.py``; batch
@@ -30,6 +31,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.onnx_torch import graph_json
 
 CASES = ("conv3x3", "conv1x1", "matmul", "resnet18", "transformer")
 BATCHES = (1, 16)
@@ -57,7 +60,6 @@ def prepare(folder: Path, cases, batches, arch: str, cache_path: str | None, dev
     import onnx
 
     import tuner
-    from benchmarks.onnx_torch import graph_json
 
     target = json.dumps({"kind": "cuda", "arch": arch})
     untuned = tuner.resolve_backend(target)
@@ -72,8 +74,8 @@ def prepare(folder: Path, cases, batches, arch: str, cache_path: str | None, dev
                 graph, weights = graph_json(onnx_model)
                 graph["input_shapes"] = [[d.dim_value for d in value.type.tensor_type.shape.dim]
                                          for value in onnx_model.graph.input if value.name in graph["inputs"]]
+                graph["weights_sha256"] = weights_digest(weights)
                 (folder / name / "graph.json").write_text(json.dumps(graph))
-                np.savez(folder / name / "weights.npz", **weights)
                 with tempfile.TemporaryDirectory() as scratch:
                     onnx.save(onnx_model, f"{scratch}/model.onnx")
                     model = tuner.load(f"{scratch}/model.onnx")
@@ -90,6 +92,24 @@ def prepare(folder: Path, cases, batches, arch: str, cache_path: str | None, dev
     # the libraries hold the weights too: ResNet-18's 45 MB twice per build and batch
     print(f"{folder} holds {size / 2**20:.0f} MiB")
     return manifest
+
+
+def weights_digest(weights: dict[str, np.ndarray]) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        digest.update(name.encode() + np.ascontiguousarray(weights[name]).tobytes())
+    return digest.hexdigest()
+
+
+def case_weights(entry: dict, graph: dict) -> dict[str, np.ndarray]:
+    """The case's weights made again from its seed (the libraries hold them; carrying them twice
+    would not fit the GPU machine's transfer limit), checked against the prepared ones."""
+    _, weights = graph_json(case_model(entry["case"], entry["batch"]))
+    if weights_digest(weights) != graph["weights_sha256"]:
+        raise RuntimeError("this machine's numpy made other weights from the seed than the preparing machine's")
+    return weights
 
 
 def case_inputs(graph: dict) -> list[np.ndarray]:
@@ -130,7 +150,7 @@ def run(folder: Path, repeat: int, json_path: str | None) -> int:
         print(f"gpu_vs_cudnn: {len(manifest['cases'])} cases are prepared in {folder}, but timing them needs an "
               f"NVIDIA GPU: {reason}", file=sys.stderr)
         return EXIT_NO_GPU
-    rows = [_run_case(folder, entry, manifest["arch"], repeat) for entry in manifest["cases"]]
+    rows = [_run_case_or_error(folder, entry, manifest["arch"], repeat) for entry in manifest["cases"]]
     _print_table(rows)
     if json_path:
         Path(json_path).write_text(json.dumps({"arch": manifest["arch"], "rows": rows}, indent=1))
@@ -156,6 +176,18 @@ def _device_timing():
     return module
 
 
+def _run_case_or_error(folder: Path, entry: dict, arch: str, repeat: int) -> dict:
+    """A case's row; one that fails (a kernel that does not load, say) is a row with its error, and
+    the other cases still run."""
+    try:
+        return _run_case(folder, entry, arch, repeat)
+    except Exception as err:  # noqa: BLE001 - any failure of one case is that case's result
+        lines = str(err).strip().splitlines()
+        print(f"{entry['name']}: {type(err).__name__}: {lines[-1] if lines else ''}", file=sys.stderr, flush=True)
+        return {"name": entry["name"], "case": entry["case"], "batch": entry["batch"],
+                "error": f"{type(err).__name__}: {lines[-1] if lines else ''}"[:500]}
+
+
 def _run_case(folder: Path, entry: dict, arch: str, repeat: int) -> dict:
     import torch
     import tvm
@@ -169,7 +201,7 @@ def _run_case(folder: Path, entry: dict, arch: str, repeat: int) -> dict:
     torch.backends.cudnn.benchmark = True
     device = tvm.cuda(0)
     graph = json.loads((folder / entry["name"] / "graph.json").read_text())
-    weights = dict(np.load(folder / entry["name"] / "weights.npz"))
+    weights = case_weights(entry, graph)
     inputs = case_inputs(graph)
     torch_graph = TorchGraph(graph, weights, "cuda")
     torch_inputs = [torch.from_numpy(array).cuda() for array in inputs]
@@ -184,6 +216,10 @@ def _run_case(folder: Path, entry: dict, arch: str, repeat: int) -> dict:
     with torch.no_grad():
         for precision, tf32 in (("cudnn_fp32", False), ("cudnn_tf32", True)):
             timers[precision] = _torch_timer(torch, torch_graph, torch_inputs, tf32)
+            try:
+                timers[precision + "_graph"] = _cuda_graph_timer(torch, torch_graph, torch_inputs, tf32)
+            except Exception as err:  # noqa: BLE001 - a graph PyTorch cannot capture leaves the plain row
+                print(f"{entry['name']}: no CUDA graph for {precision}: {err}", file=sys.stderr, flush=True)
         _set_tf32(torch, False)
         reference = torch_graph(*torch_inputs)[0].float().cpu().numpy()
     times = {name: [] for name in timers}
@@ -196,6 +232,8 @@ def _run_case(folder: Path, entry: dict, arch: str, repeat: int) -> dict:
     for variant, output in outputs.items():
         row[f"{variant}_rel_diff"] = float(np.abs(output.astype(np.float64) - reference).max() / scale)
         row[f"{variant}_over_fp32"] = row[f"{variant}_ms"] / row["cudnn_fp32_ms"]
+        if "cudnn_fp32_graph_ms" in row:
+            row[f"{variant}_over_fp32_graph"] = row[f"{variant}_ms"] / row["cudnn_fp32_graph_ms"]
     return row
 
 
@@ -228,15 +266,49 @@ def _torch_timer(torch, graph, inputs, tf32: bool, min_s: float = 0.05):
     return lambda: timed(number)
 
 
+def _cuda_graph_timer(torch, graph, inputs, tf32: bool, min_s: float = 0.05):
+    """Like ``_torch_timer``, but PyTorch's calls are captured once in a CUDA graph and replayed: its
+    kernels without Python's launch cost per op, which dominates small cases at batch 1."""
+    _set_tf32(torch, tf32)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up off the capture: cudnn.benchmark picks its algorithms here
+        for _ in range(3):
+            graph(*inputs)
+    torch.cuda.current_stream().wait_stream(side)
+    captured = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(captured):
+        graph(*inputs)
+
+    def timed(number: int) -> float:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(number):
+            captured.replay()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1e3 / number
+
+    timed(1)
+    number = max(1, int(min_s / max(timed(1), 1e-7)))
+    return lambda: timed(number)
+
+
 def _print_table(rows) -> None:
     variants = [v for v in ("untuned", "tuned") if any(f"{v}_ms" in row for row in rows)]
     head = f"{'case':<18}" + "".join(f"{v + ' ms':>13}" for v in variants)
-    print(head + f"{'cuDNN fp32':>12}{'cuDNN tf32':>12}" + "".join(f"{v + '/fp32':>14}" for v in variants)
+    print(head + f"{'cuDNN fp32':>12}{'cuDNN tf32':>12}{'fp32 graph':>12}{'tf32 graph':>12}"
+          + "".join(f"{v + '/fp32':>14}" for v in variants) + "".join(f"{v + '/graph':>15}" for v in variants)
           + f"{'rel diff':>10}")
     for row in rows:
+        if "error" in row:
+            print(f"{row['name']:<18}failed: {row['error']}")
+            continue
         line = f"{row['name']:<18}" + "".join(f"{row.get(v + '_ms', float('nan')):>13.3f}" for v in variants)
-        line += f"{row['cudnn_fp32_ms']:>12.3f}{row['cudnn_tf32_ms']:>12.3f}"
+        line += "".join(f"{row.get(name + '_ms', float('nan')):>12.3f}"
+                        for name in ("cudnn_fp32", "cudnn_tf32", "cudnn_fp32_graph", "cudnn_tf32_graph"))
         line += "".join(f"{row.get(v + '_over_fp32', float('nan')):>14.2f}" for v in variants)
+        line += "".join(f"{row.get(v + '_over_fp32_graph', float('nan')):>15.2f}" for v in variants)
         print(line + f"{max(row.get(v + '_rel_diff', 0.0) for v in variants):>10.1e}")
 
 

@@ -38,8 +38,10 @@ class TorchGraph:
 
         self.graph = graph
         self.torch = torch
-        self.values = {name: torch.from_numpy(np.array(array)).to(device)  # a writable copy
-                       for name, array in weights.items()}
+        # integer weights (Reshape's shapes) stay on the CPU: reading them is then no device sync,
+        # which a CUDA graph's capture forbids
+        self.values = {name: torch.from_numpy(np.array(array)).to(device if array.dtype.kind == "f" else "cpu")
+                       for name, array in weights.items()}  # np.array: a writable copy
 
     def __call__(self, *inputs):
         values = dict(self.values)

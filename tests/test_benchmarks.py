@@ -206,6 +206,10 @@ def test_gpu_vs_cudnn_prepares_the_cases_here_and_times_them_only_on_a_gpu(tmp_p
     graph = __import__("json").loads((tmp_path / "conv1x1_b2" / "graph.json").read_text())
     assert [node["op"] for node in graph["nodes"]] == ["Conv"] and graph["input_shapes"] == [[2, 64, 56, 56]]
     assert gpu_vs_cudnn.case_inputs(graph)[0].shape == (2, 64, 56, 56)
+    # the weights are made again from the seed on the GPU machine, and checked against the prepared ones
+    assert gpu_vs_cudnn.case_weights(entry, graph)["conv.weight"].shape == (256, 64, 1, 1)
+    with pytest.raises(RuntimeError, match="other weights"):
+        gpu_vs_cudnn.case_weights(entry, {**graph, "weights_sha256": "0" * 64})
     # the transformer's Constant shapes and scales become weights, so PyTorch needs no onnx
     transformer, weights = graph_json(transformer_encoder_model(seq_len=8, d_model=16, num_heads=2, d_ff=32))
     assert "Constant" not in {node["op"] for node in transformer["nodes"]} and transformer["inputs"] == ["x"]
