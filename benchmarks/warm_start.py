@@ -99,7 +99,7 @@ def main(argv=None) -> None:
     first_pass = len(keys) * tuner.ModelGuidedSettings.batch_size  # every task measured once: a defined curve
     points = {"cold": (first_pass, args.trials), "warm": (first_pass, args.trials)}
     latencies = timed_in_one_run(model, backend, keys, directory, points)
-    print(f"\nbuilt from each cache after so many trials and timed in alternation, one run (median ms):")
+    print("\nbuilt from each cache after so many trials and timed in alternation, one run (median ms):")
     for (name, trials), ms in latencies.items():
         print(f"  {name:<5} after {trials:>5} trials: {ms:8.3f} ms")
     cold_final = latencies[("cold", args.trials)]

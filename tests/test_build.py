@@ -69,7 +69,6 @@ def test_unusable_cached_config_falls_back_to_default(backend, cache):
 @pytest.mark.slow
 @pytest.mark.parametrize("name, proto", [
     ("conv", conv_model(in_channels=16, out_channels=24, size=20, stride=2)),
-    ("gemm", gemm_model(batch=4, in_features=64, out_features=48, relu=True)),
     ("mlp", mlp_model(batch=4, sizes=(64, 96, 10))),
     ("resnet18", resnet18_model(size=64)),
 ])

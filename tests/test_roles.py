@@ -243,12 +243,12 @@ def test_cli_tunes_for_the_time_it_is_given_and_saves_the_cost_model(tmp_path, c
     path = tmp_path / "mlp.onnx"
     path.write_bytes(mlp_model(batch=2, sizes=(32, 48, 8)).SerializeToString())
     saved, db = tmp_path / "costmodel.json", tmp_path / "c.sqlite"
-    result = run_cli("tune", path, "--cache", db, "--time", "15s", "--search-option", "min_rows=4",
+    result = run_cli("tune", path, "--cache", db, "--time", "10s", "--search-option", "min_rows=4",
                      "--save-cost-model", saved, timeout=600)
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
-    assert re.match(r"tuning mlp \(\d tasks\) on llvm-\S+ for 15s, model search, gradient scheduler$", lines[0])
-    assert len(lines) > 1 and all(re.match(r"\[[#.]+\] \d+s/15s \d+ trials ", line) for line in lines[1:])
+    assert re.match(r"tuning mlp \(\d tasks\) on llvm-\S+ for 10s, model search, gradient scheduler$", lines[0])
+    assert len(lines) > 1 and all(re.match(r"\[[#.]+\] \d+s/10s \d+ trials ", line) for line in lines[1:])
     assert f"saved the cost model to {saved}" in result.stdout
     loaded = costmodel.load_cost_model(saved)
     assert isinstance(loaded, costmodel.XGBCostModel) and loaded.backend_.startswith("llvm-")

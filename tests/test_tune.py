@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import math
 import os
 import signal
 import subprocess
@@ -16,7 +15,6 @@ import tuner
 from benchmarks.models import mlp_model, small_cnn_model
 from conftest import run_cli
 from fakes import RANDOM, BatchRecorder, FakeRunner, KnobFakeRunner, fake
-from tuner.records import MeasureResult
 from tuner.tune import TuneSettings, tune
 
 
@@ -116,7 +114,7 @@ def test_real_tuning_survives_sigkill(tmp_path):
     path = tmp_path / "mlp.onnx"
     onnx.save(mlp_model(batch=2, sizes=(32, 48, 8)), str(path))
     db = tmp_path / "cache.sqlite"
-    args = [sys.executable, "-m", "tuner.cli", "tune", str(path), "--cache", str(db), "--trials", "40",
+    args = [sys.executable, "-m", "tuner.cli", "tune", str(path), "--cache", str(db), "--trials", "24",
             "--batch-size", "4", "--search", "random", "--scheduler", "work-share", "--quiet"]
     victim = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -126,7 +124,7 @@ def test_real_tuning_survives_sigkill(tmp_path):
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait()
         stored = {(r.workload_key, r.config) for r in cache.records()}
-    assert 8 <= len(stored) < 40
+    assert 8 <= len(stored) < 24
 
     report_path = tmp_path / "report.json"
     finished = subprocess.run(args + ["--json", str(report_path)], capture_output=True, text=True, timeout=600)
@@ -134,8 +132,8 @@ def test_real_tuning_survives_sigkill(tmp_path):
     report = json.loads(report_path.read_text())
     with tuner.Cache(db) as cache:
         records = list(cache.records())
-    assert len(records) == 40 == len({(r.workload_key, r.config) for r in records})
-    assert report["measured"] == 40 - len(stored)
+    assert len(records) == 24 == len({(r.workload_key, r.config) for r in records})
+    assert report["measured"] == 24 - len(stored)
     assert all(task["best_ms"] is not None for task in report["tasks"])
 
 
