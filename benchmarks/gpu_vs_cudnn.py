@@ -250,20 +250,16 @@ def _set_tf32(torch, on: bool) -> None:
 
 def _torch_timer(torch, graph, inputs, tf32: bool, min_s: float = 0.05):
     """Seconds per call of ``graph`` with TF32 ``tf32``, timed with CUDA events over a batch of calls."""
-    def timed(number: int) -> float:
-        _set_tf32(torch, tf32)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(number):
-            graph(*inputs)
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / 1e3 / number
-
+    _set_tf32(torch, tf32)
     for _ in range(3):  # cudnn.benchmark picks its algorithms on the first calls
-        timed(1)
-    number = max(1, int(min_s / max(timed(1), 1e-7)))
-    return lambda: timed(number)
+        graph(*inputs)
+    timer = _event_timer(torch, lambda: graph(*inputs), min_s)
+
+    def timed() -> float:
+        _set_tf32(torch, tf32)  # the other rows of the alternation switch it
+        return timer()
+
+    return timed
 
 
 def _cuda_graph_timer(torch, graph, inputs, tf32: bool, min_s: float = 0.05):
@@ -279,12 +275,16 @@ def _cuda_graph_timer(torch, graph, inputs, tf32: bool, min_s: float = 0.05):
     captured = torch.cuda.CUDAGraph()
     with torch.cuda.graph(captured):
         graph(*inputs)
+    return _event_timer(torch, captured.replay, min_s)
 
+
+def _event_timer(torch, call, min_s: float):
+    """A timer of ``call``'s seconds per call between two CUDA events, over as many calls as fill ``min_s``."""
     def timed(number: int) -> float:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         for _ in range(number):
-            captured.replay()
+            call()
         end.record()
         torch.cuda.synchronize()
         return start.elapsed_time(end) / 1e3 / number
