@@ -183,9 +183,9 @@ def _run_case_or_error(folder: Path, entry: dict, arch: str, repeat: int) -> dic
         return _run_case(folder, entry, arch, repeat)
     except Exception as err:  # noqa: BLE001 - any failure of one case is that case's result
         lines = str(err).strip().splitlines()
-        print(f"{entry['name']}: {type(err).__name__}: {lines[-1] if lines else ''}", file=sys.stderr, flush=True)
-        return {"name": entry["name"], "case": entry["case"], "batch": entry["batch"],
-                "error": f"{type(err).__name__}: {lines[-1] if lines else ''}"[:500]}
+        message = f"{type(err).__name__}: {lines[-1] if lines else ''}"[:500]
+        print(f"{entry['name']}: {message}", file=sys.stderr, flush=True)
+        return {"name": entry["name"], "case": entry["case"], "batch": entry["batch"], "error": message}
 
 
 def _run_case(folder: Path, entry: dict, arch: str, repeat: int) -> dict:
