@@ -3,7 +3,7 @@
 Each rewrite is a small named pass (``REWRITES``); ``rewrite(module)`` applies them all.
 
 * ``fold_batchnorm``: BatchNorm after a convolution (with or without its bias add) folded into its
-  weights and bias.
+  weights and bias; any other inference BatchNorm becomes a per-channel multiply-add of constants.
 * ``multi_input_to_binary``: TVM's ONNX importer writes ``Sum``/``Mean``/``Max``/``Min`` of
   inputs of a known shape as ``broadcast_to`` each input, ``stack`` them and reduce over the new
   axis, which materialises the stacked tensor and is a task of its own (``fused_broadcast_to_
@@ -216,7 +216,13 @@ def fold_batchnorm():
         def visit_var_binding_(self, binding):
             folded = _foldable_batchnorm(self, binding, self.uses)
             if folded is None:
-                return super().visit_var_binding_(binding)
+                scaled = _scale_shift(self, binding)
+                if scaled is None:
+                    return super().visit_var_binding_(binding)
+                data, scale, shift = scaled
+                out = relax.op.add(relax.op.multiply(self.visit_expr(data), relax.const(scale)), relax.const(shift))
+                self.set_var_remap(binding.var, self.builder_.emit(out, name_hint=binding.var.name))
+                return None
             conv_var, conv, weight, bias = folded
             data = self.visit_expr(conv.args[0])
             attrs = conv.attrs
@@ -303,6 +309,29 @@ def _foldable_batchnorm(mutator, binding, uses):
             return None
         shift = shift + conv_bias.astype(np.float64).reshape(-1) * scale
     return conv_var, conv, scaled, shift.astype(dtype).reshape(1, -1, 1, 1)
+
+
+def _scale_shift(mutator, binding):
+    """For ``y = batch_norm(x, ...)[0]`` of a 4-D ``x`` with constant statistics and no convolution to
+    fold into (DenseNet's, after a concat): (x, scale, shift), each of shape [1, C, 1, 1], so that it is
+    an element-wise multiply-add (which a blocked layout carries through, ``tuner.layout``); else None."""
+    from tvm import relax
+
+    value = binding.value
+    if not isinstance(value, relax.TupleGetItem) or value.index != 0:
+        return None
+    norm = _bound_call(mutator, value.tuple_value, "relax.nn.batch_norm")
+    if norm is None or int(norm.attrs.axis) != 1 or bool(norm.attrs.training) or norm.args[0].ty.ndim != 4:
+        return None
+    gamma, beta, mean, var = (_constant(mutator, arg) for arg in norm.args[1:5])
+    if any(v is None for v in (gamma, beta, mean, var)):
+        return None
+    dtype = mean.dtype
+    gamma = gamma if bool(norm.attrs.scale) else np.ones_like(gamma)
+    beta = beta if bool(norm.attrs.center) else np.zeros_like(beta)
+    scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + float(norm.attrs.epsilon))
+    shift = beta.astype(np.float64) - mean.astype(np.float64) * scale
+    return norm.args[0], scale.astype(dtype).reshape(1, -1, 1, 1), shift.astype(dtype).reshape(1, -1, 1, 1)
 
 
 def _conv_and_bias(mutator, expr, uses):
