@@ -66,10 +66,12 @@ def default_vector_axis(rule) -> Axis | None:
         return None
     last = rule.spatial[-1] if rule.spatial[-1].extent > 1 else None
     reads = rule.reads[default_pad(rule)]
-    if last is not None and full_lanes(last) and not any(last.name in r.strided for r in reads):
+    weighted = {a.name for a in _weight_indexed(rule)}
+    # along the weights' axes one register suffices (a blocked conv's 8 output channels on AVX2)
+    last_lanes = rule.unit.lanes if last is not None and last.name in weighted else LANES
+    if last is not None and full_lanes(last, last_lanes) and not any(last.name in r.strided for r in reads):
         return last  # unless some input is read with a stride along it (a stride-2 conv): no vector load
     reduce_size = math.prod(a.extent for a in rule.reduce)
-    weighted = {a.name for a in _weight_indexed(rule)}
     for axis in candidates:
         transposed = rule.accumulator_dim(axis.name) is not None
         if transposed and reduce_size < MIN_REDUCE_FOR_TRANSPOSE:
