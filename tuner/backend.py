@@ -9,6 +9,7 @@ timed (what a stored cost means: see ``TIMINGS``).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -51,10 +52,20 @@ class Backend:
     timing: str = "hot"  # a description without it is from before cold timing: its records are hot
     device_key: str | None = None  # the RPC tracker's key of a remote device; None: this machine
     gpu: dict | None = field(default=None, hash=False)  # a GPU target's card, driver and compiler versions
+    # Convolutions' activations in NCHW[b]c (``tuner.layout``); 0: NCHW. Not part of the key: it changes
+    # which tasks a model has (a blocked convolution is a workload of its own), not what a record means.
+    conv_block: int = 0
 
     def __post_init__(self):
+        from .layout import BLOCKS
+
         if self.timing not in TIMINGS:
             raise TargetError(f"timing {self.timing!r} is not one of {', '.join(TIMINGS)}")
+        if self.conv_block not in BLOCKS:
+            raise TargetError(f"convolution block {self.conv_block!r} is not one of {', '.join(map(str, BLOCKS))} "
+                              f"(0: plain NCHW)")
+        if self.conv_block and self.is_cuda:
+            raise TargetError("a blocked convolution layout is for CPU targets: the CUDA rules schedule NCHW")
 
     def describe(self) -> dict:
         """The plain-JSON description that the key is computed from. Hot timing is left out, so that
@@ -214,13 +225,14 @@ def _json_default(value):
 
 
 def resolve_backend(spec="host", device: str | None = None, timing: str = DEFAULT_TIMING,
-                    device_key: str | None = None) -> Backend:
+                    device_key: str | None = None, conv_block: int = 0) -> Backend:
     """A Backend from ``'host'`` (detect this machine), a target dict, or its JSON text.
 
     ``device`` names the CPU the code runs on; it defaults to this machine's CPU for a
     target of this machine's architecture, which is right for local measurement.
     ``timing``: one of ``TIMINGS``. ``device_key``: the tracker key of a remote device
-    (``tuner.remote``), whose records are filed apart from this machine's.
+    (``tuner.remote``), whose records are filed apart from this machine's. ``conv_block``: the
+    convolutions' activation layout, NCHW[b]c (``tuner.layout``; 0, the default: NCHW).
     """
     import tvm
     from tvm.target import codegen
@@ -231,7 +243,8 @@ def resolve_backend(spec="host", device: str | None = None, timing: str = DEFAUL
     if target_dict.get("kind") == "cuda":
         from .cuda_backend import resolve_cuda_backend
 
-        return resolve_cuda_backend(target_dict, device, timing, device_key)
+        backend = resolve_cuda_backend(target_dict, device, timing, device_key)
+        return dataclasses.replace(backend, conv_block=conv_block) if conv_block else backend
     if target_dict.get("kind") != "llvm":
         raise TargetError(f"target kind {target_dict.get('kind')!r} is not supported: use 'llvm' (CPU) or "
                           f"'cuda' (NVIDIA GPU)")
@@ -260,4 +273,5 @@ def resolve_backend(spec="host", device: str | None = None, timing: str = DEFAUL
         space_version=search_spaces.SPACE_VERSION,
         timing=timing,
         device_key=device_key,
+        conv_block=conv_block,
     )

@@ -11,6 +11,7 @@ from .backend import DEFAULT_TIMING, TIMINGS
 from .budget import DEFAULT_MAX_S, DEFAULT_S_PER_TASK
 from .cli_devices import add_device_args, command_backend, export_candidates, remote_runner, remote_settings
 from .errors import TunerError
+from .layout import LAYOUTS
 from .measure import MeasureSettings
 from .progress import format_seconds
 from .scheduler import SCHEDULERS
@@ -31,6 +32,9 @@ def _add_model_args(parser) -> None:
                         help="how candidates are timed, and so which records apply: 'cold' flushes the CPU caches "
                              "of the weights before each run, as in the model; 'hot' reruns on warm caches "
                              f"(caches tuned before this option existed are hot; default {DEFAULT_TIMING})")
+    parser.add_argument("--conv-layout", default="nchw", choices=list(LAYOUTS),
+                        help="the convolutions' activation layout: nchw (default), or blocked nchw8c/nchw16c kept "
+                             "from one convolution to the next; tune and build with the same one")
 
 
 def _add_cache_arg(parser) -> None:

@@ -3,6 +3,7 @@ given, or remote devices behind an RPC tracker) and the runner that times on rem
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
 
 from .errors import TunerError
@@ -19,7 +20,19 @@ def add_device_args(parser) -> None:
 
 def command_backend(args, cache=None, measure: bool = False):
     """The backend the command works for: this machine, a target given, or the devices of ``--rpc``/
-    ``--device-key``. ``measure``: the command times code, so a foreign target needs a device."""
+    ``--device-key``, with the convolution layout of ``--conv-layout``. ``measure``: the command times
+    code, so a foreign target needs a device."""
+    return with_conv_layout(_command_backend(args, cache, measure), args)
+
+
+def with_conv_layout(backend, args):
+    from .layout import LAYOUTS
+
+    block = LAYOUTS[getattr(args, "conv_layout", None) or "nchw"]
+    return dataclasses.replace(backend, conv_block=block) if block != backend.conv_block else backend
+
+
+def _command_backend(args, cache, measure: bool):
     from .backend import resolve_backend
     from .remote import RemoteSettings, remote_backend, stored_backend
 
@@ -76,7 +89,7 @@ def export_candidates(args, model, settings, strategy, cost_model, measure_setti
         raise TunerError("--export-candidates needs --device-key NAME (the name the device's records are filed "
                          "under) and no --rpc (a device reached through a tracker is timed directly)")
     with Cache(args.cache) as cache:
-        backend = offline_backend(cache, args.target, args.device_key, args.timing)
+        backend = with_conv_layout(offline_backend(cache, args.target, args.device_key, args.timing), args)
         report = export(model, backend, cache, args.export_candidates, settings, measure_settings=measure_settings,
                         cost_model=cost_model, strategy=strategy)
     print(report.summary())

@@ -57,33 +57,38 @@ def workload_key(func) -> str:
     return f"tir-{tvm_ffi.structural_hash(func):016x}"
 
 
-def fuse(relax_module, target):
+def fuse(relax_module, target, conv_block: int = 0):
     """Legalize and fuse a Relax module for ``target`` (the "zero" pipeline), dropping pure reshapes.
 
     The graph rewrites of ``tuner.rewrites`` run first (n-ary sums become binary adds, inference
-    BatchNorms are folded into the convolutions before them, ...), and exp/erf/tanh use TVM's
+    BatchNorms are folded into the convolutions before them, ...), then with a ``conv_block`` the
+    convolutions go to the blocked layout NCHW[b]c (``tuner.layout``), and exp/erf/tanh use TVM's
     vectorizable fast-math expansions instead of scalar library calls. Parameters of a
     TIR function that are constants at every call site (weights) are listed in its
     ``layout_free_buffers`` attribute, so that a schedule may repack them at build time.
     """
-    return fuse_with_provenance(relax_module, target)[0]
+    return fuse_with_provenance(relax_module, target, conv_block)[0]
 
 
-def fuse_with_provenance(relax_module, target):
+def fuse_with_provenance(relax_module, target, conv_block: int = 0):
     """``fuse``, and for each function of the fused module that ``main`` calls, the indices of the ONNX
     nodes its call sites compute (``tuner.provenance``; empty for a module from elsewhere)."""
     import tvm
     from tvm import relax
 
+    from .layout import blocked_layout, legalize_conv2d
     from .provenance import fused_nodes
     from .rewrites import rewrite
 
     try:
         folded = rewrite(relax_module)
+        if conv_block:
+            folded = blocked_layout(conv_block)(folded)
         # on Relax ops, before they are legalized: after, an erf is a scalar libm call per element
         folded = relax.transform.FastMathTransform()(folded)
         with target:  # the "zero" pipeline, with the module kept from just before FuseOps
-            legal = tvm.transform.Sequential([relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+            legal = tvm.transform.Sequential([relax.transform.LegalizeOps({"relax.nn.conv2d": legalize_conv2d}),
+                                              relax.transform.AnnotateTIROpPattern(),
                                               relax.transform.FoldConstant()])(folded)
             grouped = relax.transform.FuseOps()(legal)
             fused = relax.transform.FuseTIR()(grouped)
@@ -144,7 +149,7 @@ def partition(model, backend) -> Partition:
     import tvm
     from tvm.s_tir.analysis import estimate_tir_flops
 
-    fused, origins = fuse_with_provenance(model.relax_module(), backend.tvm_target())
+    fused, origins = fuse_with_provenance(model.relax_module(), backend.tvm_target(), backend.conv_block)
     graph_nodes = model.nodes
     sites = _call_sites(fused)
     by_key: dict[str, dict] = {}

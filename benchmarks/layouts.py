@@ -1,0 +1,60 @@
+"""A model built in each convolution layout (``tuner.layout``), timed in alternation with ONNX Runtime.
+
+    python -m benchmarks.layouts --models resnet50 inception_v2
+    python -m benchmarks.layouts --models resnet50 --cache build/bench/zoo.sqlite --rounds 11
+
+Each model of ``benchmarks.zoo`` is built with the cache's schedules (defaults where it has none) in
+NCHW, NCHW8c and NCHW16c, and the builds and ONNX Runtime are timed in turns in one run: per layout
+the median latency, the median of the rounds' ratios to ONNX Runtime, and the largest output
+difference relative to the output's largest magnitude.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import tuner
+from benchmarks.zoo import ZOO, load_zoo_model
+from tuner.bench import (batch_timer, interleaved_s, max_relative_difference, model_batch_timer, onnxruntime_session,
+                         random_inputs)
+from tuner.layout import LAYOUTS
+
+
+def compare_layouts(model, layouts: list[str], cache, rounds: int, min_repeat_s: float = 0.1) -> list[dict]:
+    arrays = random_inputs(model.inputs, 0)
+    feeds = {spec.name: array for spec, array in zip(model.inputs, arrays)}
+    session = onnxruntime_session(model, tuner.resolve_backend("host").num_cores)
+    reference = session.run(None, feeds)
+    timers, differences = {}, {}
+    for name in layouts:
+        built = tuner.build(model, tuner.resolve_backend("host", conv_block=LAYOUTS[name]), cache)
+        runner = built.runner()
+        differences[name] = max_relative_difference(runner.run(*arrays), reference)
+        timers[name] = model_batch_timer(runner, arrays, min_repeat_s)
+    timers["onnxruntime"] = batch_timer(lambda: session.run(None, feeds), min_repeat_s)
+    times = interleaved_s(timers, rounds)
+    ort = times["onnxruntime"]
+    return [{"layout": name, "ms": statistics.median(times[name]) * 1e3,
+             "ratio": statistics.median(a / b for a, b in zip(times[name], ort)),
+             "relative_difference": differences[name]} for name in layouts] + \
+        [{"layout": "onnxruntime", "ms": statistics.median(ort) * 1e3, "ratio": 1.0, "relative_difference": 0.0}]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["resnet50"], choices=[m for m in ZOO if m != "bert"])
+    parser.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
+    parser.add_argument("--cache", default=":memory:", help="schedules to build with (default: none, the defaults)")
+    parser.add_argument("--rounds", type=int, default=9, help="rounds of alternation per model")
+    args = parser.parse_args(argv)
+    with tuner.Cache(args.cache) as cache:
+        for model_name in args.models:
+            rows = compare_layouts(tuner.load(load_zoo_model(model_name)), args.layouts, cache, args.rounds)
+            for row in rows:
+                print(f"{model_name:<13} {row['layout']:<12} {row['ms']:9.3f} ms  ratio to ONNX Runtime "
+                      f"{row['ratio']:.3f}  rel. diff {row['relative_difference']:.1e}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
