@@ -2,9 +2,10 @@
 
     python -m benchmarks.layouts --models resnet50 inception_v2
     python -m benchmarks.layouts --models resnet50 --cache build/bench/zoo.sqlite --rounds 11
+    python -m benchmarks.layouts --layouts nchw nchw16c --time 8m --cache build/bench/layouts.sqlite
 
 Each model of ``benchmarks.zoo`` is built with the cache's schedules (defaults where it has none) in
-NCHW, NCHW8c and NCHW16c, and the builds and ONNX Runtime are timed in turns in one run: per layout
+NCHW, NCHW8c and NCHW16c (with ``--time``, each layout tuned that long first), and the builds and ONNX Runtime are timed in turns in one run: per layout
 the median latency, the median of the rounds' ratios to ONNX Runtime, and the largest output
 difference relative to the output's largest magnitude.
 """
@@ -18,17 +19,21 @@ import tuner
 from benchmarks.zoo import ZOO, load_zoo_model
 from tuner.bench import (batch_timer, interleaved_s, max_relative_difference, model_batch_timer, onnxruntime_session,
                          random_inputs)
+from tuner.cli import parse_duration
 from tuner.layout import LAYOUTS
 
 
-def compare_layouts(model, layouts: list[str], cache, rounds: int, min_repeat_s: float = 0.1) -> list[dict]:
+def compare_layouts(model, layouts: list[str], cache, rounds: int, settings=None, min_repeat_s: float = 0.1) -> list[dict]:
     arrays = random_inputs(model.inputs, 0)
     feeds = {spec.name: array for spec, array in zip(model.inputs, arrays)}
     session = onnxruntime_session(model, tuner.resolve_backend("host").num_cores)
     reference = session.run(None, feeds)
     timers, differences = {}, {}
     for name in layouts:
-        built = tuner.build(model, tuner.resolve_backend("host", conv_block=LAYOUTS[name]), cache)
+        backend = tuner.resolve_backend("host", conv_block=LAYOUTS[name])
+        if settings is not None:
+            tuner.tune(model, backend, cache, settings, progress=False)
+        built = tuner.build(model, backend, cache)
         runner = built.runner()
         differences[name] = max_relative_difference(runner.run(*arrays), reference)
         timers[name] = model_batch_timer(runner, arrays, min_repeat_s)
@@ -47,10 +52,13 @@ def main(argv=None) -> None:
     parser.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
     parser.add_argument("--cache", default=":memory:", help="schedules to build with (default: none, the defaults)")
     parser.add_argument("--rounds", type=int, default=9, help="rounds of alternation per model")
+    parser.add_argument("--time", help="tune each model in each layout for this long first, e.g. 8m")
     args = parser.parse_args(argv)
+    settings = tuner.TuneSettings(time_budget_s=parse_duration(args.time)) if args.time else None
     with tuner.Cache(args.cache) as cache:
         for model_name in args.models:
-            rows = compare_layouts(tuner.load(load_zoo_model(model_name)), args.layouts, cache, args.rounds)
+            rows = compare_layouts(tuner.load(load_zoo_model(model_name)), args.layouts, cache, args.rounds,
+                                   settings)
             for row in rows:
                 print(f"{model_name:<13} {row['layout']:<12} {row['ms']:9.3f} ms  ratio to ONNX Runtime "
                       f"{row['ratio']:.3f}  rel. diff {row['relative_difference']:.1e}", flush=True)
