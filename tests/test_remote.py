@@ -28,6 +28,13 @@ def small_model(tmp_path):
     return path
 
 
+@pytest.fixture(scope="module")
+def farm():
+    """Two devices for the tests that leave them serving: starting a tracker and servers takes seconds."""
+    with devices(2) as shared:
+        yield shared
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -50,7 +57,7 @@ def _records(cache_path):
         return list(cache.records()), cache.backends()
 
 
-def test_tune_through_two_devices_then_build_from_their_records(small_model, tmp_path):
+def test_tune_through_two_devices_then_build_from_their_records(small_model, tmp_path, capsys):
     cache_path = tmp_path / "cache.sqlite"
     with devices(2) as farm:
         tuned = run_cli("tune", small_model, "--rpc", farm.address, "--device-key", farm.key, "--trials", 6,
@@ -68,13 +75,12 @@ def test_tune_through_two_devices_then_build_from_their_records(small_model, tmp
 
     assert resolve_backend("host").key != key  # never mixed with this machine's records
     out = tmp_path / "model.so"
-    built = run_cli("build", small_model, "--device-key", farm.key, "--cache", cache_path, "-o", out)
-    assert built.returncode == 0, built.stderr
-    assert f"for {key}" in built.stdout and "1/1 tasks had a tuning record" in built.stdout
+    status, stdout = _cli_out(capsys, "build", small_model, "--device-key", farm.key, "--cache", cache_path, "-o", out)
+    assert status in (0, None) and f"for {key}" in stdout and "1/1 tasks had a tuning record" in stdout
     assert json.loads((tmp_path / "model.so.json").read_text())["backend_key"] == key
     assert len(_records(cache_path)[0]) == 6  # the build measured nothing
-    other = run_cli("build", small_model, "--device-key", "other", "--cache", cache_path, "-o", out)
-    assert other.returncode == 2 and "holds no cold-timed records of device key 'other'" in other.stderr
+    status, stderr = _cli(capsys, "build", small_model, "--device-key", "other", "--cache", cache_path, "-o", out)
+    assert status == 2 and "holds no cold-timed records of device key 'other'" in stderr
 
 
 def test_a_device_killed_mid_run_loses_nothing(backend, tmp_path):
@@ -141,10 +147,9 @@ def _wait_for(condition, timeout_s: float = 60.0) -> None:
         time.sleep(0.01)
 
 
-def test_bench_times_on_the_device_and_compares_outputs_here(small_model, tmp_path):
-    with devices(1) as farm:
-        result = run_cli("bench", small_model, "--rpc", farm.address, "--device-key", farm.key, "--repeat", 2,
-                         "--profile", "--json", tmp_path / "bench.json")
+def test_bench_times_on_the_device_and_compares_outputs_here(small_model, tmp_path, farm):
+    result = run_cli("bench", small_model, "--rpc", farm.address, "--device-key", farm.key, "--repeat", 2,
+                     "--profile", "--json", tmp_path / "bench.json")
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "bench.json").read_text())
     assert report["device_key"] == farm.key and report["tuner_ms"] > 0 and report["onnxruntime_ms"] is None
@@ -163,14 +168,21 @@ def _cli(capsys, *args):
     return status, capsys.readouterr().err
 
 
-def test_unreachable_tracker_unknown_key_and_foreign_target_are_one_line(small_model, capsys):
+def _cli_out(capsys, *args):
+    """``_cli``'s status and standard output."""
+    from tuner.cli import main
+
+    status = main([str(arg) for arg in args])
+    return status, capsys.readouterr().out
+
+
+def test_unreachable_tracker_unknown_key_and_foreign_target_are_one_line(small_model, capsys, farm):
     tracker_down = _cli(capsys, "tune", small_model, "--rpc", f"127.0.0.1:{_free_port()}", "--device-key", "x",
                         "--trials", 1)
     assert tracker_down[0] == 2 and "cannot reach the RPC tracker" in tracker_down[1]
-    with devices(1) as farm:
-        unknown = _cli(capsys, "tune", small_model, "--rpc", farm.address, "--device-key", "nosuch", "--trials", 1)
-        other_arch = _cli(capsys, "tune", small_model, "--rpc", farm.address, "--device-key", farm.key,
-                          "--target", json.dumps(AARCH64), "--trials", 1)
+    unknown = _cli(capsys, "tune", small_model, "--rpc", farm.address, "--device-key", "nosuch", "--trials", 1)
+    other_arch = _cli(capsys, "tune", small_model, "--rpc", farm.address, "--device-key", farm.key,
+                      "--target", json.dumps(AARCH64), "--trials", 1)
     assert unknown[0] == 2 and "no device is registered under key 'nosuch'" in unknown[1]
     assert f"keys there: {farm.key}" in unknown[1]
     assert other_arch[0] == 2 and "the target is for aarch64-linux-gnu but the devices" in other_arch[1]
@@ -209,7 +221,7 @@ def test_wrong_hung_and_crashing_candidates_become_errors_on_the_devices():
 
     cloudpickle.register_pickle_by_value(test_measure)
     settings = MeasureSettings(repeat=2, min_repeat_ms=1, max_flushed_runs=2)
-    with devices(2) as farm:
+    with devices(2) as farm:  # its own: a hung candidate's session ends the server it ran on
         remote = farm.remote(session_timeout_s=5)
         device_backend = remote_backend("host", remote, "cold")
         task = tuner.partition(tuner.load(bm.gemm_model(batch=4, in_features=24, out_features=8)),
@@ -225,7 +237,7 @@ def test_wrong_hung_and_crashing_candidates_become_errors_on_the_devices():
     assert crash.error_kind == "crash" and "on each of 2 tries" in crash.error_msg
 
 
-def test_a_bug_while_measuring_is_raised_not_taken_for_a_lost_device(monkeypatch):
+def test_a_bug_while_measuring_is_raised_not_taken_for_a_lost_device(monkeypatch, farm):
     import tuner
     import tuner.rpc_runner
     from tuner.measure import MeasureSettings
@@ -236,12 +248,11 @@ def test_a_bug_while_measuring_is_raised_not_taken_for_a_lost_device(monkeypatch
     def broken(remote):
         raise ZeroDivisionError("a bug in the session code")
 
-    with devices(1) as farm:
-        remote = farm.remote()
-        device_backend = remote_backend("host", remote, "cold")
-        task = tuner.partition(tuner.load(bm.gemm_model(batch=4, in_features=24, out_features=8)),
-                               device_backend).tasks[0]
-        with RPCRunner(device_backend, MeasureSettings(), remote) as runner:
-            monkeypatch.setattr(tuner.rpc_runner, "request_session", broken)
-            with pytest.raises(ZeroDivisionError, match="a bug in the session code"):
-                runner.run(task, [Artifact(config=None, path=None)])
+    remote = farm.remote()
+    device_backend = remote_backend("host", remote, "cold")
+    task = tuner.partition(tuner.load(bm.gemm_model(batch=4, in_features=24, out_features=8)),
+                           device_backend).tasks[0]
+    with RPCRunner(device_backend, MeasureSettings(), remote) as runner:
+        monkeypatch.setattr(tuner.rpc_runner, "request_session", broken)
+        with pytest.raises(ZeroDivisionError, match="a bug in the session code"):
+            runner.run(task, [Artifact(config=None, path=None)])
