@@ -12,7 +12,6 @@ import onnx
 import pytest
 
 from benchmarks import models as bm
-from tests.conftest import run_cli
 from tuner.cache import Cache
 from tuner.errors import CacheError
 from tuner.offline import device_backend
@@ -40,10 +39,10 @@ def _configs(folder) -> set:
     return {json.dumps(c["config"], sort_keys=True) for task in manifest["tasks"] for c in task["candidates"]}
 
 
-def test_two_offline_rounds_on_a_cpu_device_then_a_build_from_them(tmp_path, cnn):
+def test_two_offline_rounds_on_a_cpu_device_then_a_build_from_them(tmp_path, cnn, cli):
     cache = tmp_path / "cache.sqlite"
     first = tmp_path / "round1"
-    exported = run_cli("tune", cnn, "--cache", cache, "--device-key", "box", "--export-candidates", first,
+    exported = cli("tune", cnn, "--cache", cache, "--device-key", "box", "--export-candidates", first,
                        "--batch-size", "2")
     assert exported.returncode == 0, exported.stderr
     assert f"tuner cache import {first}" in exported.stdout
@@ -67,7 +66,7 @@ def test_two_offline_rounds_on_a_cpu_device_then_a_build_from_them(tmp_path, cnn
     again = _measure(first)  # everything is timed: a second run has nothing left to do
     assert again.returncode == 0 and "0 candidates to time" in again.stdout
 
-    imported = run_cli("cache", "import", first, "--cache", cache)
+    imported = cli("cache", "import", first, "--cache", cache)
     assert imported.returncode == 0, imported.stderr
     assert f"stored {len(files)} records under llvm-" in imported.stdout
     key = imported.stdout.split(" under ")[1].split()[0]
@@ -75,27 +74,27 @@ def test_two_offline_rounds_on_a_cpu_device_then_a_build_from_them(tmp_path, cnn
     with Cache(cache) as stored:
         assert stored.count(backend_key=key) == len(files)
         assert json.loads(stored.backend(key))["device"] == results["device"]["model"]
-    repeated = run_cli("cache", "import", first, "--cache", cache)
+    repeated = cli("cache", "import", first, "--cache", cache)
     assert f"stored 0 records under {key} ({len(files)} already there" in repeated.stdout
 
     second = tmp_path / "round2"
-    exported = run_cli("tune", cnn, "--cache", cache, "--device-key", "box", "--export-candidates", second,
+    exported = cli("tune", cnn, "--cache", cache, "--device-key", "box", "--export-candidates", second,
                        "--batch-size", "2")
     assert exported.returncode == 0, exported.stderr
     assert json.loads((second / "manifest.json").read_text())["backend"]["device"] == results["device"]["model"]
     assert _configs(second) and not _configs(second) & _configs(first)  # only configs not timed before
 
-    built = run_cli("build", cnn, "--cache", cache, "--device-key", "box", "-o", tmp_path / "cnn.so")
+    built = cli("build", cnn, "--cache", cache, "--device-key", "box", "-o", tmp_path / "cnn.so")
     assert built.returncode == 0, built.stderr
     assert f"for {key}" in built.stdout and "3/4 tasks had a tuning record" in built.stdout
 
 
-def test_cuda_candidates_build_here_and_the_script_stops_without_a_gpu(tmp_path, cnn):
+def test_cuda_candidates_build_here_and_the_script_stops_without_a_gpu(tmp_path, cnn, cli):
     from tuner.cuda import detect_gpu
 
     folder = tmp_path / "gpu"
     cache = tmp_path / "cache.sqlite"
-    exported = run_cli("tune", cnn, "--target", CUDA_SM90, "--cache", cache, "--device-key", "h200",
+    exported = cli("tune", cnn, "--target", CUDA_SM90, "--cache", cache, "--device-key", "h200",
                        "--export-candidates", folder, "--batch-size", "2")
     assert exported.returncode == 0, exported.stderr
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -118,7 +117,7 @@ def test_cuda_candidates_build_here_and_the_script_stops_without_a_gpu(tmp_path,
     timed = _measure(folder)
     assert timed.returncode == 2 and "this machine has none" in timed.stderr and "sm_90" in timed.stderr
     assert not (folder / "results.json").exists()
-    missing = run_cli("cache", "import", folder, "--cache", cache)
+    missing = cli("cache", "import", folder, "--cache", cache)
     assert missing.returncode == 2 and "measure.py' on the device first" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
 

@@ -13,7 +13,6 @@ import pytest
 
 import tuner
 from benchmarks.models import mlp_model, small_cnn_model
-from conftest import run_cli
 from fakes import RANDOM, BatchRecorder, FakeRunner, KnobFakeRunner, fake
 from tuner.tune import TuneSettings, tune
 
@@ -138,17 +137,17 @@ def test_real_tuning_survives_sigkill(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_build_timeout_reaches_the_measurer(tmp_path):
+def test_cli_build_timeout_reaches_the_measurer(tmp_path, cli):
     path = tmp_path / "mlp.onnx"
     onnx.save(mlp_model(batch=2, sizes=(32, 48, 8)), str(path))
     db = tmp_path / "cache.sqlite"
     base = ["tune", path, "--cache", db, "--trials", "2", "--quiet"]
-    rejected = run_cli(*base, "--build-timeout", "0", timeout=300)
+    rejected = cli(*base, "--build-timeout", "0")
     assert rejected.returncode == 2 and rejected.stderr.startswith("tuner: error: timeouts must be positive")
     assert "Traceback" not in rejected.stderr and not db.exists()
 
     # no compilation finishes in 10 ms: both candidates are recorded as timeouts, and the run ends normally
-    hurried = run_cli(*base, "--build-timeout", "0.01", timeout=300)
+    hurried = cli(*base, "--build-timeout", "0.01")
     assert hurried.returncode == 0, hurried.stderr
     with tuner.Cache(db) as cache:
         records = list(cache.records())
@@ -157,17 +156,17 @@ def test_cli_build_timeout_reaches_the_measurer(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_confirm_runs_and_timing_reach_the_measurer(tmp_path):
+def test_cli_confirm_runs_and_timing_reach_the_measurer(tmp_path, cli):
     path = tmp_path / "mlp.onnx"
     onnx.save(mlp_model(batch=2, sizes=(32, 48)), str(path))
     settings = tuner.MeasureSettings
     base = ["tune", path, "--trials", "3", "--quiet"]
-    rejected = run_cli(*base, "--cache", tmp_path / "rejected.sqlite", "--confirm-runs", "-1", timeout=300)
+    rejected = cli(*base, "--cache", tmp_path / "rejected.sqlite", "--confirm-runs", "-1")
     assert rejected.returncode == 2 and rejected.stderr.startswith("tuner: error: confirm_runs")
     costs, keys = {}, {}
     for runs, timing in (("0", "hot"), ("2", "cold")):
         db = tmp_path / f"confirm{runs}.sqlite"
-        tuned = run_cli(*base, "--cache", db, "--confirm-runs", runs, "--timing", timing, timeout=300)
+        tuned = cli(*base, "--cache", db, "--confirm-runs", runs, "--timing", timing)
         assert tuned.returncode == 0, tuned.stderr
         with tuner.Cache(db) as cache:
             costs[runs] = [len(r.result.costs_s) for r in cache.records() if r.result.ok]

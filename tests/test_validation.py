@@ -43,22 +43,22 @@ def test_missing_file(tmp_path):
     _assert_one_line_error(run_cli("tasks", tmp_path / "nope.onnx"), "nope.onnx", "does not exist")
 
 
-def test_not_onnx(tmp_path):
+def test_not_onnx(tmp_path, cli):
     path = tmp_path / "junk.onnx"
     path.write_bytes(b"\x00\xff this is not a protobuf \xfe\x01" * 10)
     with pytest.raises(tuner.ModelError, match="junk.onnx"):
         tuner.load(path)
-    _assert_one_line_error(run_cli("tasks", path), "junk.onnx")
+    _assert_one_line_error(cli("tasks", path), "junk.onnx")
 
 
-def test_truncated_file(tmp_path):
+def test_truncated_file(tmp_path, cli):
     data = small_cnn_model().SerializeToString()
     path = tmp_path / "cut.onnx"
     path.write_bytes(data[: len(data) // 3])
-    _assert_one_line_error(run_cli("tasks", path), "cut.onnx")
+    _assert_one_line_error(cli("tasks", path), "cut.onnx")
 
 
-def test_fails_checker(tmp_path):
+def test_fails_checker(tmp_path, cli):
     # Relu's input refers to a tensor nothing produces.
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
@@ -66,7 +66,7 @@ def test_fails_checker(tmp_path):
     path = _save(tmp_path, model)
     with pytest.raises(tuner.ModelError, match="ONNX checker"):
         tuner.load(path)
-    _assert_one_line_error(run_cli("tasks", path), "fails the ONNX checker")
+    _assert_one_line_error(cli("tasks", path), "fails the ONNX checker")
 
 
 def test_unsupported_operators_listed_with_node_names(tmp_path):
@@ -91,32 +91,32 @@ def test_unsupported_operators_listed_with_node_names(tmp_path):
                            "Celu: celu_1, celu_2")
 
 
-def test_dynamic_dimension_without_shape(tmp_path):
+def test_dynamic_dimension_without_shape(tmp_path, cli):
     path = _save(tmp_path, _dynamic_model())
     with pytest.raises(tuner.ShapeError) as info:
         tuner.load(path)
     assert "'x' dimension 0 ('batch')" in str(info.value)
     assert "--shape x=1,32" in str(info.value)
-    _assert_one_line_error(run_cli("tasks", path), "'x' dimension 0", "--shape x=")
+    _assert_one_line_error(cli("tasks", path), "'x' dimension 0", "--shape x=")
 
 
-def test_dynamic_dimension_with_shape(tmp_path):
+def test_dynamic_dimension_with_shape(tmp_path, cli):
     model = tuner.load(_dynamic_model(), shapes={"x": [4, 32]})
     assert model.inputs[0].shape == (4, 32)
-    result = run_cli("tasks", _save(tmp_path, _dynamic_model()), "--shape", "x=4,32", "--json")
+    result = cli("tasks", _save(tmp_path, _dynamic_model()), "--shape", "x=4,32", "--json")
     assert result.returncode == 0, result.stderr
 
 
-def test_shape_for_unknown_input(tmp_path):
+def test_shape_for_unknown_input(tmp_path, cli):
     with pytest.raises(tuner.ShapeError, match="'z'.*inputs are: x"):
         tuner.load(_dynamic_model(), shapes={"z": [4, 32]})
-    _assert_one_line_error(run_cli("tasks", _save(tmp_path, _dynamic_model()), "--shape", "z=4,32"), "'z'")
+    _assert_one_line_error(cli("tasks", _save(tmp_path, _dynamic_model()), "--shape", "z=4,32"), "'z'")
 
 
-def test_shape_with_wrong_rank(tmp_path):
+def test_shape_with_wrong_rank(tmp_path, cli):
     with pytest.raises(tuner.ShapeError, match="rank 3.*rank 2"):
         tuner.load(_dynamic_model(), shapes={"x": [4, 32, 1]})
-    _assert_one_line_error(run_cli("tasks", _save(tmp_path, _dynamic_model()), "--shape", "x=4,32,1"), "rank 3")
+    _assert_one_line_error(cli("tasks", _save(tmp_path, _dynamic_model()), "--shape", "x=4,32,1"), "rank 3")
 
 
 def test_shape_contradicting_fixed_dimension():
@@ -124,8 +124,8 @@ def test_shape_contradicting_fixed_dimension():
         tuner.load(_dynamic_model(), shapes={"x": [4, 31]})
 
 
-def test_malformed_shape_argument(tmp_path):
-    _assert_one_line_error(run_cli("tasks", _save(tmp_path, _dynamic_model()), "--shape", "x=4,a"), "NAME=D0")
+def test_malformed_shape_argument(tmp_path, cli):
+    _assert_one_line_error(cli("tasks", _save(tmp_path, _dynamic_model()), "--shape", "x=4,a"), "NAME=D0")
 
 
 def test_valid_model_loads_with_static_inputs():
@@ -134,7 +134,7 @@ def test_valid_model_loads_with_static_inputs():
     assert model.output_names == ("y",)
 
 
-def test_bad_target_is_one_line(tmp_path):
+def test_bad_target_is_one_line(tmp_path, cli):
     path = _save(tmp_path, gemm_model(batch=2, in_features=4, out_features=3))
-    _assert_one_line_error(run_cli("tasks", path, "--target", "llvm -mcpu=znver4"), "JSON dict")
-    _assert_one_line_error(run_cli("tasks", path, "--target", '{"kind": "llvm", "mcpu": "nocpu"}'), "nocpu")
+    _assert_one_line_error(cli("tasks", path, "--target", "llvm -mcpu=znver4"), "JSON dict")
+    _assert_one_line_error(cli("tasks", path, "--target", '{"kind": "llvm", "mcpu": "nocpu"}'), "nocpu")
