@@ -295,15 +295,12 @@ def _foldable_batchnorm(mutator, binding, uses):
                                                       conv.attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
         return None
     weight = _constant(mutator, conv.args[1])
-    gamma, beta, mean, var = (_constant(mutator, arg) for arg in norm.args[1:5])
-    if weight is None or any(v is None for v in (gamma, beta, mean, var)):
+    folded = _scale_and_shift(mutator, norm)
+    if weight is None or folded is None:
         return None
     dtype = weight.dtype
-    gamma = gamma if bool(norm.attrs.scale) else np.ones_like(gamma)
-    beta = beta if bool(norm.attrs.center) else np.zeros_like(beta)
-    scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + float(norm.attrs.epsilon))
+    scale, shift = folded
     scaled = (weight.astype(np.float64) * scale.reshape(-1, 1, 1, 1)).astype(dtype)
-    shift = beta.astype(np.float64) - mean.astype(np.float64) * scale
     if conv_bias is not None:
         if conv_bias.size != scale.size:
             return None
@@ -323,15 +320,24 @@ def _scale_shift(mutator, binding):
     norm = _bound_call(mutator, value.tuple_value, "relax.nn.batch_norm")
     if norm is None or int(norm.attrs.axis) != 1 or bool(norm.attrs.training) or norm.args[0].ty.ndim != 4:
         return None
+    folded = _scale_and_shift(mutator, norm)
+    if folded is None:
+        return None
+    dtype = str(norm.args[0].ty.dtype)
+    scale, shift = (value.astype(dtype).reshape(1, -1, 1, 1) for value in folded)
+    return norm.args[0], scale, shift
+
+
+def _scale_and_shift(mutator, norm):
+    """An inference BatchNorm's per-channel (scale, shift) in float64, from its constant parameters;
+    None where one is not a constant."""
     gamma, beta, mean, var = (_constant(mutator, arg) for arg in norm.args[1:5])
     if any(v is None for v in (gamma, beta, mean, var)):
         return None
-    dtype = mean.dtype
     gamma = gamma if bool(norm.attrs.scale) else np.ones_like(gamma)
     beta = beta if bool(norm.attrs.center) else np.zeros_like(beta)
     scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + float(norm.attrs.epsilon))
-    shift = beta.astype(np.float64) - mean.astype(np.float64) * scale
-    return norm.args[0], scale.astype(dtype).reshape(1, -1, 1, 1), shift.astype(dtype).reshape(1, -1, 1, 1)
+    return scale, beta.astype(np.float64) - mean.astype(np.float64) * scale
 
 
 def _conv_and_bias(mutator, expr, uses):
