@@ -4,9 +4,9 @@ In NCHW each convolution reads and writes a layout it does not compute in: its k
 of output channels in one vector register, so it writes them ``H*W`` elements apart. ONNX Runtime
 keeps activations in a blocked NCHWc layout from one convolution to the next instead, and so does
 this pass: every plain 2-D convolution whose input and output channels divide by the block is asked
-for ``NCHW{b}c`` data and ``OIHW{b}i{b}o`` weights (see ``conv_layouts`` for the first one), and Relax's ``ConvertLayout`` carries the
-blocked layout through the element-wise ops, pools and concats after it, converting back only where
-an op cannot follow (a reshape or flatten, a convolution left in NCHW, the graph's output). The
+for ``NCHW{b}c`` data and ``OIHW{b}i{b}o`` weights (``conv_layouts``: the image's stem too), and
+Relax's ``ConvertLayout`` carries the blocked layout through the element-wise ops, pools and concats
+after it, converting back only where an op cannot follow (a reshape or flatten, a convolution left in NCHW, the graph's output). The
 weights' conversions are constants, folded at build time; the convolution itself is TOPI's
 ``conv2d_NCHWc``, which the ``tiled_reduction`` rule schedules like any other.
 
@@ -19,10 +19,6 @@ from __future__ import annotations
 
 BLOCKS = (0, 8, 16)  # 0: plain NCHW
 LAYOUTS = {"nchw": 0, "nchw8c": 8, "nchw16c": 16}  # the names the command line takes
-
-
-def layout_name(block: int) -> str:
-    return f"nchw{block}c" if block else "nchw"
 
 
 def conv_layouts(call, block: int) -> list[str]:
@@ -48,16 +44,15 @@ def conv_layouts(call, block: int) -> list[str]:
 
 def blocked_layout(block: int):
     """The pass: convolutions that can, in ``NCHW{block}c``, the graph between them following."""
+    import tvm
     from tvm import relax
+
+    from .rewrites import builder_pass
 
     def layouts(call):  # called for every op; only convolutions are asked for a layout
         if getattr(call.op, "name", None) != "relax.nn.conv2d":
             return {}
         return {"relax.nn.conv2d": conv_layouts(call, block)}
-
-    import tvm
-
-    from .rewrites import builder_pass
 
     # an activation with two blocked users (a conv and a residual add) is converted for each: CSE keeps one
     return tvm.transform.Sequential([builder_pass(_full_rank_constants(), "FullRankConstants"),
