@@ -57,7 +57,7 @@ def _records(cache_path):
         return list(cache.records()), cache.backends()
 
 
-def test_tune_through_two_devices_then_build_from_their_records(small_model, tmp_path, capsys):
+def test_tune_through_two_devices_then_build_from_their_records(small_model, tmp_path, cli):
     cache_path = tmp_path / "cache.sqlite"
     with devices(2) as farm:
         tuned = run_cli("tune", small_model, "--rpc", farm.address, "--device-key", farm.key, "--trials", 6,
@@ -75,12 +75,13 @@ def test_tune_through_two_devices_then_build_from_their_records(small_model, tmp
 
     assert resolve_backend("host").key != key  # never mixed with this machine's records
     out = tmp_path / "model.so"
-    status, stdout = _cli_out(capsys, "build", small_model, "--device-key", farm.key, "--cache", cache_path, "-o", out)
-    assert status in (0, None) and f"for {key}" in stdout and "1/1 tasks had a tuning record" in stdout
+    built = cli("build", small_model, "--device-key", farm.key, "--cache", cache_path, "-o", out)
+    assert built.returncode == 0, built.stderr
+    assert f"for {key}" in built.stdout and "1/1 tasks had a tuning record" in built.stdout
     assert json.loads((tmp_path / "model.so.json").read_text())["backend_key"] == key
     assert len(_records(cache_path)[0]) == 6  # the build measured nothing
-    status, stderr = _cli(capsys, "build", small_model, "--device-key", "other", "--cache", cache_path, "-o", out)
-    assert status == 2 and "holds no cold-timed records of device key 'other'" in stderr
+    other = cli("build", small_model, "--device-key", "other", "--cache", cache_path, "-o", out)
+    assert other.returncode == 2 and "holds no cold-timed records of device key 'other'" in other.stderr
 
 
 def test_a_device_killed_mid_run_loses_nothing(backend, tmp_path):
@@ -160,36 +161,20 @@ def test_bench_times_on_the_device_and_compares_outputs_here(small_model, tmp_pa
     assert "each task's kernel timed alone on the device" in result.stdout
 
 
-def _cli(capsys, *args):
-    """The command line run in this process (no start-up of a new interpreter): (status, stderr)."""
-    from tuner.cli import main
-
-    status = main([str(arg) for arg in args])
-    return status, capsys.readouterr().err
-
-
-def _cli_out(capsys, *args):
-    """``_cli``'s status and standard output."""
-    from tuner.cli import main
-
-    status = main([str(arg) for arg in args])
-    return status, capsys.readouterr().out
-
-
-def test_unreachable_tracker_unknown_key_and_foreign_target_are_one_line(small_model, capsys, farm):
-    tracker_down = _cli(capsys, "tune", small_model, "--rpc", f"127.0.0.1:{_free_port()}", "--device-key", "x",
-                        "--trials", 1)
-    assert tracker_down[0] == 2 and "cannot reach the RPC tracker" in tracker_down[1]
-    unknown = _cli(capsys, "tune", small_model, "--rpc", farm.address, "--device-key", "nosuch", "--trials", 1)
-    other_arch = _cli(capsys, "tune", small_model, "--rpc", farm.address, "--device-key", farm.key,
-                      "--target", json.dumps(AARCH64), "--trials", 1)
-    assert unknown[0] == 2 and "no device is registered under key 'nosuch'" in unknown[1]
-    assert f"keys there: {farm.key}" in unknown[1]
-    assert other_arch[0] == 2 and "the target is for aarch64-linux-gnu but the devices" in other_arch[1]
-    foreign = _cli(capsys, "tune", small_model, "--target", json.dumps(AARCH64), "--trials", 1)
-    assert foreign[0] == 2 and "--rpc HOST:PORT --device-key KEY" in foreign[1]
-    for status, stderr in (tracker_down, unknown, other_arch, foreign):
-        assert len(stderr.strip().splitlines()) == 1, stderr
+def test_unreachable_tracker_unknown_key_and_foreign_target_are_one_line(small_model, cli, farm):
+    tracker_down = cli("tune", small_model, "--rpc", f"127.0.0.1:{_free_port()}", "--device-key", "x",
+                       "--trials", 1)
+    assert tracker_down.returncode == 2 and "cannot reach the RPC tracker" in tracker_down.stderr
+    unknown = cli("tune", small_model, "--rpc", farm.address, "--device-key", "nosuch", "--trials", 1)
+    other_arch = cli("tune", small_model, "--rpc", farm.address, "--device-key", farm.key,
+                     "--target", json.dumps(AARCH64), "--trials", 1)
+    assert unknown.returncode == 2 and "no device is registered under key 'nosuch'" in unknown.stderr
+    assert f"keys there: {farm.key}" in unknown.stderr
+    assert other_arch.returncode == 2 and "the target is for aarch64-linux-gnu but the devices" in other_arch.stderr
+    foreign = cli("tune", small_model, "--target", json.dumps(AARCH64), "--trials", 1)
+    assert foreign.returncode == 2 and "--rpc HOST:PORT --device-key KEY" in foreign.stderr
+    for result in (tracker_down, unknown, other_arch, foreign):
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 @pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None,
@@ -202,10 +187,11 @@ def test_cross_compiles_an_aarch64_library(small_model, tmp_path):
     assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == 183  # EM_AARCH64
 
 
-def test_a_missing_cross_compiler_is_named(small_model, tmp_path, capsys):
+def test_a_missing_cross_compiler_is_named(small_model, tmp_path, cli):
     target = dict(AARCH64, mtriple="riscv64-linux-gnu", mcpu="generic-rv64")
-    status, stderr = _cli(capsys, "build", small_model, "--target", json.dumps(target), "-o", tmp_path / "m.so")
-    assert status == 2 and "no cross compiler for riscv64-linux-gnu" in stderr and "--cc PATH" in stderr
+    result = cli("build", small_model, "--target", json.dumps(target), "-o", tmp_path / "m.so")
+    assert result.returncode == 2 and "no cross compiler for riscv64-linux-gnu" in result.stderr
+    assert "--cc PATH" in result.stderr
 
 
 def test_wrong_hung_and_crashing_candidates_become_errors_on_the_devices():
