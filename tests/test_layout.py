@@ -58,16 +58,14 @@ def test_blocked_builds_match_onnxruntime(block):
     np.testing.assert_allclose(got[0], expected[0], rtol=1e-4, atol=1e-4 * float(np.abs(expected[0]).max()))
 
 
-def test_the_command_line_takes_the_layout_and_rejects_an_unknown_block(tmp_path, capsys):
-    from tuner.cli import main
-
+def test_the_command_line_takes_the_layout_and_rejects_an_unknown_block(tmp_path, cli, capsys):
     path = tmp_path / "resnet.onnx"
     path.write_bytes(resnet50_shaped().SerializeToString())
-    assert main(["tasks", str(path), "--conv-layout", "nchw8c", "--json"]) in (0, None)
-    tasks = json.loads(capsys.readouterr().out)["tasks"]
-    assert any("conv2d_NCHWc" in task["name"] for task in tasks)
+    listed = cli("tasks", path, "--conv-layout", "nchw8c", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert any("conv2d_NCHWc" in task["name"] for task in json.loads(listed.stdout)["tasks"])
     with pytest.raises(TargetError, match="convolution block 12 is not one of 0, 8, 16"):
         resolve_backend("host", conv_block=12)
     with pytest.raises(SystemExit):
-        main(["tasks", str(path), "--conv-layout", "nhwc"])
+        cli("tasks", path, "--conv-layout", "nhwc")
     assert "invalid choice: 'nhwc'" in capsys.readouterr().err
