@@ -63,7 +63,7 @@ class Backend:
             raise TargetError(f"timing {self.timing!r} is not one of {', '.join(TIMINGS)}")
         if self.conv_block not in BLOCKS:
             raise TargetError(f"convolution block {self.conv_block!r} is not one of {', '.join(map(str, BLOCKS))} "
-                              f"(0: plain NCHW)")
+                              f"(0: plain NCHW, -1: chosen per stage)")
         if self.conv_block and self.is_cuda:
             raise TargetError("a blocked convolution layout is for CPU targets: the CUDA rules schedule NCHW")
 

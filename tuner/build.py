@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .errors import BuildError, error_line
 from .model import InputSpec
-from .tasks import Partition, partition
+from .tasks import Partition
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ class BuiltModel:
     output_names: tuple[str, ...]
     backend: object
     schedules: tuple[TaskSchedule, ...]
+    layout_plan: object = None  # tuner.layout_plan.LayoutPlan: the layout chosen per stage (``auto``)
 
     @property
     def coverage(self) -> Coverage:
@@ -82,6 +83,7 @@ class BuiltModel:
             "backend_key": self.backend.key,
             "coverage": self.coverage.to_json(),
             "tasks": [s.to_json() for s in self.schedules],
+            **({"conv_layout": self.layout_plan.to_json()} if self.layout_plan is not None else {}),
         }
 
     def export(self, path, cc: str | None = None) -> Path:
@@ -147,9 +149,10 @@ def build(model, backend, cache=None) -> BuiltModel:
     """Compile ``model`` for ``backend`` with the best schedules ``cache`` holds (defaults elsewhere)."""
     import tvm
 
+    from .layout_plan import planned_partition
     from .prepack import prepack_weights
 
-    parts = partition(model, backend)
+    parts, plan = planned_partition(model, backend, cache)
     module, schedules = apply_schedules(parts, backend, cache)
     try:
         if not backend.is_cuda:  # folding the packing runs it, which needs the device; GPU rules pack nothing
@@ -159,7 +162,7 @@ def build(model, backend, cache=None) -> BuiltModel:
         raise BuildError(f"compiling {model.name} failed: {error_line(err, last=True)}") from err
     if backend.is_cuda:
         _check_kernels(executable, backend)
-    return BuiltModel(executable, model.name, model.inputs, model.output_names, backend, schedules)
+    return BuiltModel(executable, model.name, model.inputs, model.output_names, backend, schedules, plan)
 
 
 def _check_kernels(executable, backend) -> None:

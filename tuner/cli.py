@@ -34,7 +34,8 @@ def _add_model_args(parser) -> None:
                              f"(caches tuned before this option existed are hot; default {DEFAULT_TIMING})")
     parser.add_argument("--conv-layout", default="nchw", choices=list(LAYOUTS),
                         help="the convolutions' activation layout: nchw (default), or blocked nchw8c/nchw16c kept "
-                             "from one convolution to the next; tune and build with the same one")
+                             "from one convolution to the next, or auto: chosen per stage of the model from "
+                             "what tuning measured in each; tune and build with the same one")
 
 
 def _add_cache_arg(parser) -> None:
@@ -241,6 +242,8 @@ def _cmd_build(args) -> None:
     path = built.export(args.output, cc=cc)
     print(f"built {model.name} for {backend.key} -> {path}")
     print(built.coverage.line())
+    if built.layout_plan is not None:
+        print(built.layout_plan.describe())
     if hint:
         print(hint)
 

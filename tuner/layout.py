@@ -17,8 +17,8 @@ model-wide choice, so that no two neighbouring convolutions need a conversion be
 
 from __future__ import annotations
 
-BLOCKS = (0, 8, 16)  # 0: plain NCHW
-LAYOUTS = {"nchw": 0, "nchw8c": 8, "nchw16c": 16}  # the names the command line takes
+BLOCKS = (0, 8, 16, -1)  # 0: plain NCHW; -1: chosen per stage (``tuner.layout_plan.AUTO``)
+LAYOUTS = {"nchw": 0, "nchw8c": 8, "nchw16c": 16, "auto": -1}  # the names the command line takes
 
 
 def conv_layouts(call, block: int) -> list[str]:
@@ -42,8 +42,9 @@ def conv_layouts(call, block: int) -> list[str]:
     return [f"NCHW{in_block}c", f"OIHW{in_block}i{block}o", f"NCHW{block}c"]
 
 
-def blocked_layout(block: int):
-    """The pass: convolutions that can, in ``NCHW{block}c``, the graph between them following."""
+def blocked_layout(block):
+    """The pass: convolutions that can, in ``NCHW{block}c``, the graph between them following.
+    ``block`` may be a dict {(h, w): block} by the spatial size a convolution writes (0 where absent)."""
     import tvm
     from tvm import relax
 
@@ -52,12 +53,19 @@ def blocked_layout(block: int):
     def layouts(call):  # called for every op; only convolutions are asked for a layout
         if getattr(call.op, "name", None) != "relax.nn.conv2d":
             return {}
-        return {"relax.nn.conv2d": conv_layouts(call, block)}
+        return {"relax.nn.conv2d": conv_layouts(call, block if isinstance(block, int) else block.get(_spatial(call), 0))}
 
     # an activation with two blocked users (a conv and a residual add) is converted for each: CSE keeps one
     return tvm.transform.Sequential([builder_pass(_full_rank_constants(), "FullRankConstants"),
                                      relax.transform.ConvertLayout({"relax.nn.conv2d": ["NCHW", "OIHW"]}, layouts),
                                      relax.transform.EliminateCommonSubexpr()], name="BlockedConvLayout")
+
+
+def _spatial(call):
+    try:
+        return tuple(int(d) for d in list(call.ty.shape)[2:4])
+    except TypeError:  # a symbolic size
+        return None
 
 
 def legalize_conv2d(bb, call):

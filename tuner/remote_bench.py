@@ -68,12 +68,12 @@ def profile_remote(model, backend, cache, remote: RemoteSettings, cc: str | None
     from .builder import LocalBuilder
     from .measure import MeasureSettings, measure
     from .rpc_runner import RPCRunner
-    from .tasks import partition
+    from .layout_plan import planned_partition
 
     settings = MeasureSettings(cc=cc, confirm_runs=0)
     timed = []
     with LocalBuilder(backend, settings) as builder, RPCRunner(backend, settings, remote) as runner:
-        for task in partition(model, backend).tasks:
+        for task in planned_partition(model, backend, cache)[0].tasks:
             space = search_spaces.space_for(task.func, backend.tvm_target())
             record = cache.best(backend.key, task.workload_key) if cache is not None else None
             config, source = _schedule_config(space, record)

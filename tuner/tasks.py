@@ -57,12 +57,13 @@ def workload_key(func) -> str:
     return f"tir-{tvm_ffi.structural_hash(func):016x}"
 
 
-def fuse(relax_module, target, conv_block: int = 0):
+def fuse(relax_module, target, conv_block=0):
     """Legalize and fuse a Relax module for ``target`` (the "zero" pipeline), dropping pure reshapes.
 
     The graph rewrites of ``tuner.rewrites`` run first (n-ary sums become binary adds, inference
     BatchNorms are folded into the convolutions before them, ...), then with a ``conv_block`` the
-    convolutions go to the blocked layout NCHW[b]c (``tuner.layout``), and exp/erf/tanh use TVM's
+    convolutions go to the blocked layout NCHW[b]c (``tuner.layout``; a dict {(h, w): block} gives
+    each stage's, as ``tuner.layout_plan`` chooses), and exp/erf/tanh use TVM's
     vectorizable fast-math expansions instead of scalar library calls. Parameters of a
     TIR function that are constants at every call site (weights) are listed in its
     ``layout_free_buffers`` attribute, so that a schedule may repack them at build time.
@@ -70,7 +71,7 @@ def fuse(relax_module, target, conv_block: int = 0):
     return fuse_with_provenance(relax_module, target, conv_block)[0]
 
 
-def fuse_with_provenance(relax_module, target, conv_block: int = 0):
+def fuse_with_provenance(relax_module, target, conv_block=0):
     """``fuse``, and for each function of the fused module that ``main`` calls, the indices of the ONNX
     nodes its call sites compute (``tuner.provenance``; empty for a module from elsewhere)."""
     import tvm
@@ -144,12 +145,25 @@ def _mark_layout_free(module):
     return module
 
 
-def partition(model, backend) -> Partition:
-    """Fuse ``model`` for ``backend`` and describe each distinct TIR function as a Task."""
+def partition(model, backend, layout=None) -> Partition:
+    """Fuse ``model`` for ``backend`` and describe each distinct TIR function as a Task.
+
+    ``layout`` (a block or a stage plan, see ``fuse``) replaces the backend's ``conv_block``; where that
+    is ``tuner.layout_plan.AUTO``, the tasks are those of every candidate layout (what tuning measures
+    before it chooses), the module NCHW's."""
+    from .layout_plan import AUTO, union, variants
+
+    layout = backend.conv_block if layout is None else layout
+    if isinstance(layout, int) and layout == AUTO:
+        return union(variants(model, backend))
+    return _partition(model, backend, layout)
+
+
+def _partition(model, backend, layout) -> Partition:
     import tvm
     from tvm.s_tir.analysis import estimate_tir_flops
 
-    fused, origins = fuse_with_provenance(model.relax_module(), backend.tvm_target(), backend.conv_block)
+    fused, origins = fuse_with_provenance(model.relax_module(), backend.tvm_target(), layout)
     graph_nodes = model.nodes
     sites = _call_sites(fused)
     by_key: dict[str, dict] = {}

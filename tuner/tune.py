@@ -18,6 +18,7 @@ import numpy as np
 
 from .budget import Budget
 from .errors import SettingsError
+from .layout_plan import AUTO, choose_plan, plan_partition, union, variants
 from .measure import MeasureSettings, measure
 from .progress import Progress, format_seconds
 from .records import Record
@@ -108,7 +109,9 @@ def tune(model, backend, cache, settings: TuneSettings = TuneSettings(), *, buil
 
         require_gpu("tuning")
     started = time.perf_counter()
-    states = _task_states(model, backend, cache, settings.top_k)
+    layouts = variants(model, backend) if backend.conv_block == AUTO else None
+    parts = union(layouts) if layouts else partition(model, backend)
+    states = _task_states(parts.tasks, backend, cache, settings.top_k)
     budget = Budget.of(settings.trials, settings.time_budget_s, len(states))
     scheduler = scheduler or create_scheduler(settings.scheduler)
     strategy = strategy or settings.create_strategy()
@@ -119,6 +122,16 @@ def tune(model, backend, cache, settings: TuneSettings = TuneSettings(), *, buil
               f"{strategy.name} search, {scheduler.name} scheduler")
     builder, runner, owned = _measuring_roles(builder, runner, backend, measure_settings)
     measured = 0
+    plan = None
+
+    def choose_layout():  # with ``auto``: once every layout's tasks are measured, the plan's tasks only
+        nonlocal plan
+        if layouts and plan is None and all(s.best_s is not None or s.exhausted for s in states):
+            plan = _narrow(states, model, backend, cache, layouts, settings.top_k)
+            scheduler.start(states, budget.trial_limit)
+            bar.write(plan.describe())
+
+    choose_layout()
     curve = [(spent, _estimate_ms(states))]
     trainer = None
     try:
@@ -148,6 +161,7 @@ def tune(model, backend, cache, settings: TuneSettings = TuneSettings(), *, buil
             strategy.observe(state, configs, results)
             spent += len(configs)
             measured += len(configs)
+            choose_layout()
             curve.append((spent, _estimate_ms(states)))
             bar.update(measured if budget.trials is None else spent, _status(state, states))
     finally:
@@ -156,11 +170,12 @@ def tune(model, backend, cache, settings: TuneSettings = TuneSettings(), *, buil
             role.close()
     return TuneReport(model.name, backend.key, spent, measured, time.perf_counter() - started,
                       tuple(_task_summary(state) for state in states),
-                      {**(trainer.describe() if trainer else {}), **strategy.describe()}, tuple(curve),
+                      {**(trainer.describe() if trainer else {}), **strategy.describe(),
+                       **({"conv_layout": plan.to_json()} if plan else {})}, tuple(curve),
                       budget.describe())
 
 
-def _task_states(model, backend, cache, top_k: int) -> list:
+def _task_states(tasks, backend, cache, top_k: int) -> list:
     import tvm
 
     import search_spaces
@@ -168,10 +183,26 @@ def _task_states(model, backend, cache, top_k: int) -> list:
     target = backend.tvm_target()
     cache.add_backend(backend)
     states = []
-    for task in partition(model, backend).tasks:
+    for task in tasks:
         cache.add_workload(task, tvm.ir.save_json(task.func))
         states.append(load_state(task, search_spaces.space_for(task.func, target), cache, backend, top_k))
     return states
+
+
+def _narrow(states: list, model, backend, cache, layouts: dict, top_k: int):
+    """Choose the layout plan from the states' records; ``states`` becomes the plan's tasks (those of
+    the other layouts are stopped, conversions new to the plan added). Returns the plan."""
+    best = {state.task.workload_key: state.best_s for state in states}
+    plan = choose_plan(layouts, best.get)
+    by_key = {state.task.workload_key: state for state in states}
+    tasks = plan_partition(model, backend, plan, layouts).tasks
+    new = iter(_task_states([task for task in tasks if task.workload_key not in by_key], backend, cache, top_k))
+    kept = [by_key[task.workload_key] if task.workload_key in by_key else next(new) for task in tasks]
+    kept_ids = {id(state) for state in kept}
+    for state in states:
+        state.exhausted = state.exhausted or id(state) not in kept_ids
+    states[:] = kept
+    return plan
 
 
 def _measuring_roles(builder, runner, backend, settings):

@@ -1,0 +1,114 @@
+"""The convolution layout chosen per stage (``--conv-layout auto``, ``tuner.layout_plan``)."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import search_spaces
+import tuner
+from benchmarks.models import GraphBuilder
+from tuner.layout_plan import AUTO, choose_plan, variants
+from tuner.records import MeasureResult, Record
+
+
+def two_stages():
+    """Two convolutions writing 16x16 maps, a strided one and a 1x1 writing 8x8 maps."""
+    b = GraphBuilder(0)
+    x = b.op("Relu", [b.conv("x", 3, 16, 3, name="stem")], name="stem.relu")
+    x = b.op("Relu", [b.conv(x, 16, 16, 3, name="a")], name="a.relu")
+    x = b.op("Relu", [b.conv(x, 16, 32, 3, stride=2, name="down")], name="down.relu")
+    x = b.op("Relu", [b.conv(x, 32, 32, 1, name="b")], name="b.relu")
+    return b.make_model("two_stages", {"x": (1, 3, 16, 16)}, x, (1, 32, 8, 8))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tuner.load(two_stages())
+
+
+@pytest.fixture(scope="module")
+def auto():
+    return tuner.resolve_backend("host", conv_block=AUTO)
+
+
+@pytest.fixture(scope="module")
+def layouts(model, auto):
+    return variants(model, auto)
+
+
+def _costs(layouts, favour: dict, conversion_s: float = 1e-6) -> dict:
+    """Task costs where each stage's tasks take 1 ms in the layout ``favour`` names for it and 2 ms in
+    the other; layout conversions take ``conversion_s``."""
+    costs = {}
+    for block, partition in layouts.items():
+        for task in partition.tasks:
+            if "layout_transform" in task.name:
+                costs[task.workload_key] = conversion_s
+                continue
+            stage = int(task.func.params[-1].ty.shape[2])
+            costs[task.workload_key] = 1e-3 if favour[stage] == block else 2e-3
+    return costs
+
+
+def test_each_stage_takes_the_layout_its_tasks_ran_fastest_in(layouts):
+    plan = choose_plan(layouts, _costs(layouts, {16: 0, 8: 16}).get)
+    assert [(stage.spatial, stage.block) for stage in plan.stages] == [((16, 16), 0), ((8, 8), 16)]
+    assert plan.blocks() == {(16, 16): 0, (8, 8): 16}
+    assert "8x8: nchw16c" in plan.describe()
+    assert choose_plan(layouts, _costs(layouts, {16: 16, 8: 16}).get).blocks() == 16
+
+
+def test_a_conversion_dearer_than_the_gain_keeps_one_layout(layouts):
+    """Converting between the stages would cost more than the 8x8 stage gains: NCHW throughout; and
+    with nothing measured, NCHW too."""
+    assert choose_plan(layouts, _costs(layouts, {16: 0, 8: 16}, conversion_s=1.0).get).blocks() == 0
+    assert choose_plan(layouts, lambda key: None).blocks() == 0
+
+
+def _store(cache, backend, layouts, costs) -> None:
+    target = backend.tvm_target()
+    cache.add_backend(backend)
+    for partition in layouts.values():
+        for task in partition.tasks:
+            cache.add_workload(task)
+            config = search_spaces.space_for(task.func, target).default_config()
+            cache.add_many([Record(backend.key, task.workload_key, task.name, config.to_json(),
+                                   MeasureResult((costs[task.workload_key],)))])
+
+
+def test_a_build_follows_the_plan_of_the_cache_and_matches_onnxruntime(model, auto, layouts):
+    proto = two_stages()
+    with tuner.Cache(":memory:") as cache:
+        _store(cache, auto, layouts, _costs(layouts, {16: 0, 8: 16}))
+        built = tuner.build(model, auto, cache)
+    assert built.layout_plan.blocks() == {(16, 16): 0, (8, 8): 16}
+    blocked = sorted(s.task_name for s in built.schedules if "NCHWc" in s.task_name)
+    assert len(blocked) == 2 and all(s.source == "cache" for s in built.schedules if "NCHWc" in s.task_name)
+    assert built.metadata()["conv_layout"]["stages"][1]["layout"] == "nchw16c"
+    feeds = {"x": np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)}
+    expected = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    got = built.runner().run(**feeds)
+    np.testing.assert_allclose(got[0], expected[0], rtol=1e-4, atol=1e-4 * float(np.abs(expected[0]).max()))
+
+
+def test_tuning_measures_both_layouts_then_only_the_chosen_plan(model, auto, layouts, tmp_path, cli):
+    """The first batches go to every layout's tasks; then the plan is chosen and only its tasks (the
+    conversions it adds among them) are tuned; ``tuner build`` prints the same plan."""
+    path = tmp_path / "two_stages.onnx"
+    path.write_bytes(two_stages().SerializeToString())
+    cache_path = tmp_path / "cache.sqlite"
+    with tuner.Cache(cache_path) as cache:
+        report = tuner.tune(model, auto, cache, tuner.TuneSettings(trials=48, search="random", batch_size=4), progress=False)
+    union = {task.workload_key for partition in layouts.values() for task in partition.tasks}
+    plan = report.search["conv_layout"]
+    assert [stage["spatial"] for stage in plan["stages"]] == [[16, 16], [8, 8]]
+    assert {task["workload_key"] for task in report.tasks} != union  # narrowed to the plan's tasks
+    assert all(task["best_ms"] is not None for task in report.tasks)
+    built = cli("build", path, "--conv-layout", "auto", "--cache", cache_path, "-o", tmp_path / "m.so")
+    assert built.returncode == 0, built.stderr
+    layouts_printed = [f"{s['spatial'][0]}x{s['spatial'][1]}: {s['layout']}" for s in plan["stages"]]
+    assert all(text in built.stdout for text in layouts_printed), built.stdout
+    stored = json.loads((tmp_path / "m.so.json").read_text())["conv_layout"]["stages"]
+    assert [stage["layout"] for stage in stored] == [stage["layout"] for stage in plan["stages"]]
