@@ -3,12 +3,13 @@
     python -m benchmarks.layouts --models resnet50 inception_v2
     python -m benchmarks.layouts --models resnet50 --cache build/bench/zoo.sqlite --rounds 11
     python -m benchmarks.layouts --layouts nchw auto --time 20m --cache build/bench/layouts.sqlite
+    python -m benchmarks.layouts --layouts nchw auto --own-caches --cache build/bench/layouts.sqlite
 
 Each model of ``benchmarks.zoo`` is built with the cache's schedules (defaults where it has none) in
 NCHW, NCHW8c, NCHW16c and the layout chosen per stage (``auto``, from the records), and the builds
 and ONNX Runtime are timed in turns in one run. With ``--time``, each layout is first tuned that long
 into a cache of its own (``PATH`` becomes ``PATH.nchw``, ``PATH.auto``, ...: ``auto`` would otherwise
-build on the others' records). Per layout
+build on the others' records; ``--own-caches`` builds from those again). Per layout
 the median latency, the median of the rounds' ratios to ONNX Runtime, and the largest output
 difference relative to the output's largest magnitude.
 """
@@ -62,10 +63,12 @@ def main(argv=None) -> None:
     parser.add_argument("--cache", default=":memory:", help="schedules to build with (default: none, the defaults)")
     parser.add_argument("--rounds", type=int, default=9, help="rounds of alternation per model")
     parser.add_argument("--time", help="tune each model in each layout for this long first, e.g. 8m")
+    parser.add_argument("--own-caches", action="store_true",
+                        help="build each layout from its own cache, as --time writes them (PATH.LAYOUT)")
     args = parser.parse_args(argv)
     settings = tuner.TuneSettings(time_budget_s=parse_duration(args.time)) if args.time else None
     with contextlib.ExitStack() as stack:
-        shared = None if settings else stack.enter_context(tuner.Cache(args.cache))
+        shared = None if settings or args.own_caches else stack.enter_context(tuner.Cache(args.cache))
         caches = {name: shared if shared is not None else stack.enter_context(tuner.Cache(_own_path(args.cache, name))) for name in args.layouts}
         for model_name in args.models:
             rows = compare_layouts(tuner.load(load_zoo_model(model_name)), args.layouts, caches, args.rounds,

@@ -11,6 +11,7 @@ import tuner
 from benchmarks.models import GraphBuilder
 from tuner.layout_plan import AUTO, choose_plan, variants
 from tuner.records import MeasureResult, Record
+from tuner.tune import model_states, narrow_when_measured
 
 
 def two_stages():
@@ -112,3 +113,20 @@ def test_tuning_measures_both_layouts_then_only_the_chosen_plan(model, auto, lay
     assert all(text in built.stdout for text in layouts_printed), built.stdout
     stored = json.loads((tmp_path / "m.so.json").read_text())["conv_layout"]["stages"]
     assert [stage["layout"] for stage in stored] == [stage["layout"] for stage in plan["stages"]]
+
+
+def test_measured_layouts_narrow_to_the_plan_and_its_new_conversions(model, auto, layouts):
+    """What ``tune`` and the offline rounds do once every layout's tasks have a record: the states
+    become the plan's tasks, the conversion between its two stages (in neither layout) among them."""
+    with tuner.Cache(":memory:") as cache:
+        _store(cache, auto, layouts, _costs(layouts, {16: 0, 8: 16}))
+        states, found = model_states(model, auto, cache, 4)
+        union = {task.workload_key for partition in layouts.values() for task in partition.tasks}
+        assert {state.task.workload_key for state in states} == union
+        plan = narrow_when_measured(states, model, auto, cache, found, 4)
+    assert plan.blocks() == {(16, 16): 0, (8, 8): 16}
+    convs = [(int(state.task.func.params[-1].ty.shape[2]), "NCHWc" in state.task.name)
+             for state in states if "conv2d" in state.task.name]
+    assert sorted(convs) == [(8, True), (8, True), (16, False), (16, False)]
+    new = [state for state in states if state.task.workload_key not in union]
+    assert new and all("layout_transform" in state.task.name and state.best_s is None for state in new)

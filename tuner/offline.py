@@ -51,13 +51,14 @@ def export_candidates(model, backend, cache, folder, settings=None, *, measure_s
     ``strategy`` and ``cost_model`` replace the ones it names."""
     from .builder import LocalBuilder
     from .runner import References, timing_options
-    from .tune import TuneSettings, _context, _fresh, _task_states
+    from .tune import TuneSettings, _context, _fresh, model_states, narrow_when_measured
 
     settings = settings or TuneSettings()
     out = Path(folder)
     if (out / MANIFEST).exists():
         raise SettingsError(f"{out} already holds exported candidates: give a new folder for this round")
-    states = _task_states(model, backend, cache, settings.top_k)
+    states, layouts = model_states(model, backend, cache, settings.top_k)
+    narrow_when_measured(states, model, backend, cache, layouts, settings.top_k)  # ``auto``: the plan's tasks
     strategy = strategy or settings.create_strategy()
     seed = settings.seed + sum(state.trials for state in states)
     strategy.start(states, _context(strategy, states, backend, cache, cost_model, seed))

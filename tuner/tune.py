@@ -109,9 +109,7 @@ def tune(model, backend, cache, settings: TuneSettings = TuneSettings(), *, buil
 
         require_gpu("tuning")
     started = time.perf_counter()
-    layouts = variants(model, backend) if backend.conv_block == AUTO else None
-    parts = union(layouts) if layouts else partition(model, backend)
-    states = _task_states(parts.tasks, backend, cache, settings.top_k)
+    states, layouts = model_states(model, backend, cache, settings.top_k)
     budget = Budget.of(settings.trials, settings.time_budget_s, len(states))
     scheduler = scheduler or create_scheduler(settings.scheduler)
     strategy = strategy or settings.create_strategy()
@@ -126,8 +124,7 @@ def tune(model, backend, cache, settings: TuneSettings = TuneSettings(), *, buil
 
     def choose_layout():  # with ``auto``: once every layout's tasks are measured, the plan's tasks only
         nonlocal plan
-        if layouts and plan is None and all(s.best_s is not None or s.exhausted for s in states):
-            plan = _narrow(states, model, backend, cache, layouts, settings.top_k)
+        if plan is None and (plan := narrow_when_measured(states, model, backend, cache, layouts, settings.top_k)):
             scheduler.start(states, budget.trial_limit)
             bar.write(plan.describe())
 
@@ -173,6 +170,23 @@ def tune(model, backend, cache, settings: TuneSettings = TuneSettings(), *, buil
                       {**(trainer.describe() if trainer else {}), **strategy.describe(),
                        **({"conv_layout": plan.to_json()} if plan else {})}, tuple(curve),
                       budget.describe())
+
+
+def model_states(model, backend, cache, top_k: int):
+    """The task states of ``model`` on ``backend``, from what ``cache`` holds, and with ``conv_block``
+    AUTO the partitions of the candidate layouts (None otherwise): the states are then those of every
+    layout (``narrow_when_measured`` makes them the plan's)."""
+    layouts = variants(model, backend) if backend.conv_block == AUTO else None
+    parts = union(layouts) if layouts else partition(model, backend)
+    return _task_states(parts.tasks, backend, cache, top_k), layouts
+
+
+def narrow_when_measured(states: list, model, backend, cache, layouts, top_k: int):
+    """With ``layouts`` (``auto``) and a record for every state: choose the plan, and ``states`` becomes
+    its tasks (``_narrow``). The plan, or None where nothing was chosen."""
+    if not layouts or not all(state.best_s is not None or state.exhausted for state in states):
+        return None
+    return _narrow(states, model, backend, cache, layouts, top_k)
 
 
 def _task_states(tasks, backend, cache, top_k: int) -> list:
