@@ -44,6 +44,7 @@ def test_report_is_quiet_and_its_data_is_complete(reported):
     assert len(tasks) == data["tasks"] and all(row["nodes"] for row in tasks)
     assert all(row["onnxruntime_ms"] for row in tasks)  # every task has ONNX Runtime nodes beside it
     assert data["peak_gflops"] > 0
+    assert data["conv_layout"] == "nchw"
     # ONNX Runtime's run overhead outside its nodes is a large share of so small a model's run, so how
     # much of a run its nodes cover is measured on real sizes (benchmarks/node_mapping.py), not here;
     # the means of its per-node times may also exceed the median run

@@ -52,12 +52,16 @@ class LayoutPlan:
                                    for block, cost in stage.costs_s.items()}} for stage in self.stages]}
 
     def describe(self) -> str:
+        return "convolution layout per stage: " + self.stages_text()
+
+    def stages_text(self) -> str:
+        """Each stage's layout and its tasks' summed records in each layout."""
         parts = []
         for stage in self.stages:
             costs = ", ".join(f"{layout_name(block)} {'-' if cost is None else f'{cost * 1e3:.2f} ms'}"
                               for block, cost in stage.costs_s.items())
             parts.append(f"{stage.spatial[0]}x{stage.spatial[1]}: {layout_name(stage.block)} ({costs})")
-        return "convolution layout per stage: " + ("; ".join(parts) if parts else "no convolutions")
+        return "; ".join(parts) if parts else "no convolutions"
 
 
 def layout_name(block: int) -> str:

@@ -81,6 +81,7 @@ class Report:
     curve: tuple[CurvePoint, ...]
     onnxruntime_profiled_ms: float  # a whole run of ONNX Runtime while its profiler ran
     created_at: float = field(default_factory=time.time)
+    conv_layout: str = "nchw"  # the convolutions' layout; with ``auto``, each stage's and why
 
     @property
     def speedup(self) -> float:
@@ -96,6 +97,7 @@ class Report:
 
 def gather(model, backend, cache, repeat: int = 7, runs: int = 20) -> Report:
     """Everything the report shows, measured in this run on this machine."""
+    from .layout_plan import layout_name
     from .ort_profile import node_times
     from .peak import peak_gflops
 
@@ -114,7 +116,8 @@ def gather(model, backend, cache, repeat: int = 7, runs: int = 20) -> Report:
         tasks_tuned=timed.tasks_tuned, flops_share_tuned=timed.flops_share_tuned, peak_gflops=peak,
         rows=tuple(side_by_side(built.schedules, ours, theirs, peak)),
         curve=tuple(tuning_curve(cache, backend.key, built.schedules)),
-        onnxruntime_profiled_ms=theirs.run_ms)
+        onnxruntime_profiled_ms=theirs.run_ms,
+        conv_layout=built.layout_plan.stages_text() if built.layout_plan else layout_name(backend.conv_block))
 
 
 def side_by_side(schedules, task_times, node_times, peak: float | None) -> list[TaskRow]:

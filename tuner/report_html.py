@@ -36,6 +36,7 @@ def _summary(report) -> str:
         ("Tuning coverage", f"{report.tasks_tuned} of {report.tasks} tasks tuned "
                             f"({report.flops_share_tuned:.0%} of the model's FLOPs); the others use default "
                             f"schedules"),
+        ("Convolution layout", report.conv_layout),
         ("Machine", f"{report.backend_description}; {report.num_threads} threads; peak "
                     + (f"{report.peak_gflops:.1f} GFLOP/s (measured)" if report.peak_gflops else "not measured")),
         ("Measured", time.strftime("%Y-%m-%d %H:%M", time.localtime(report.created_at))),
