@@ -3,7 +3,7 @@
     python -m benchmarks.compare_caches model.onnx hot.sqlite:hot cold.sqlite:cold --rounds 15
 
 Each ``CACHE[:TIMING]`` is built with the records of that timing (``--timing``; default the
-tuner's), and the builds and ONNX Runtime are timed in turns in one run (``tuner.bench.interleaved_s``),
+tuner's), and the builds and ONNX Runtime are timed in turns in one run (``tuner.bench.against_onnxruntime``),
 so that the machine's slow and fast spells hit all alike: medians of ``--rounds``. Then, per build,
 each task's recorded best per call against its time in the model (``tuner.profile``): how well the
 timing the cache was tuned with predicts the model.
@@ -17,7 +17,7 @@ import statistics
 
 import tuner
 from tuner.backend import DEFAULT_TIMING, TIMINGS
-from tuner.bench import batch_timer, interleaved_s, model_batch_timer, onnxruntime_session, random_inputs
+from tuner.bench import against_onnxruntime, random_inputs
 from tuner.errors import TunerError
 from tuner.profile import profile
 
@@ -32,18 +32,13 @@ def compare(model, caches: list[tuple[str, str]], rounds: int, target="host", mi
     """{"median_ms": {name: ms}, "rounds_ms": {name: [ms]}, "tasks": {name: [rows]}} for the builds of
     ``caches`` ([(path, timing)]) and "onnxruntime"; a name is ``path:timing``."""
     arrays = random_inputs(model.inputs, 0)
-    feeds = {spec.name: array for spec, array in zip(model.inputs, arrays)}
-    timers, builds = {}, {}
+    builds = {}
     for path, timing in caches:
         backend = tuner.resolve_backend(target, timing=timing)
         with tuner.Cache(path) as cache:
-            built = tuner.build(model, backend, cache)
-        name = f"{path}:{timing}"
-        builds[name] = built
-        timers[name] = model_batch_timer(built.runner(), arrays, min_repeat_s)
-    session = onnxruntime_session(model, backend.num_cores)
-    timers["onnxruntime"] = batch_timer(lambda: session.run(None, feeds), min_repeat_s)
-    times = interleaved_s(timers, rounds)
+            builds[f"{path}:{timing}"] = tuner.build(model, backend, cache)
+    times = against_onnxruntime(model, {name: built.runner() for name, built in builds.items()}, arrays, rounds,
+                                backend.num_cores, min_repeat_s)
     tasks = {}
     for name, built in builds.items():
         tasks[name] = [{"task": row.task_name, "calls": row.calls_per_run, "recorded_ms": row.tuned_ms,

@@ -23,8 +23,7 @@ from pathlib import Path
 
 import tuner
 from benchmarks.zoo import ZOO, load_zoo_model
-from tuner.bench import (batch_timer, interleaved_s, max_relative_difference, model_batch_timer, onnxruntime_session,
-                         random_inputs)
+from tuner.bench import against_onnxruntime, max_relative_difference, onnxruntime_session, random_inputs
 from tuner.cli import parse_duration
 from tuner.layout import LAYOUTS
 
@@ -34,9 +33,9 @@ def compare_layouts(model, layouts: list[str], caches: dict, rounds: int, settin
     """Rows per layout and for ONNX Runtime; ``caches``: {layout: tuner.Cache}."""
     arrays = random_inputs(model.inputs, 0)
     feeds = {spec.name: array for spec, array in zip(model.inputs, arrays)}
-    session = onnxruntime_session(model, tuner.resolve_backend("host").num_cores)
-    reference = session.run(None, feeds)
-    timers, differences = {}, {}
+    num_threads = tuner.resolve_backend("host").num_cores
+    reference = onnxruntime_session(model, num_threads).run(None, feeds)
+    runners, differences = {}, {}
     for name in layouts:
         backend = tuner.resolve_backend("host", conv_block=LAYOUTS[name])
         if settings is not None:
@@ -44,11 +43,9 @@ def compare_layouts(model, layouts: list[str], caches: dict, rounds: int, settin
         built = tuner.build(model, backend, caches[name])
         if built.layout_plan is not None:
             print(built.layout_plan.describe(), flush=True)
-        runner = built.runner()
-        differences[name] = max_relative_difference(runner.run(*arrays), reference)
-        timers[name] = model_batch_timer(runner, arrays, min_repeat_s)
-    timers["onnxruntime"] = batch_timer(lambda: session.run(None, feeds), min_repeat_s)
-    times = interleaved_s(timers, rounds)
+        runners[name] = built.runner()
+        differences[name] = max_relative_difference(runners[name].run(*arrays), reference)
+    times = against_onnxruntime(model, runners, arrays, rounds, num_threads, min_repeat_s)
     ort = times["onnxruntime"]
     return [{"layout": name, "ms": statistics.median(times[name]) * 1e3,
              "ratio": statistics.median(a / b for a, b in zip(times[name], ort)),

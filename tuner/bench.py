@@ -135,6 +135,17 @@ def interleaved_s(timers: dict, repeat: int, settle_s: float = 0.5) -> dict[str,
     return results
 
 
+def against_onnxruntime(model, compiled: dict, arrays, rounds: int, num_threads: int,
+                        min_repeat_s: float = 0.1) -> dict[str, list[float]]:
+    """Each of ``compiled`` ({name: CompiledModel}) and ONNX Runtime on the same ``arrays``, timed in
+    turns (``interleaved_s``): {name: seconds per run in each round}, ONNX Runtime's as "onnxruntime"."""
+    feeds = {spec.name: array for spec, array in zip(model.inputs, arrays)}
+    session = onnxruntime_session(model, num_threads)
+    timers = {name: model_batch_timer(runner, arrays, min_repeat_s) for name, runner in compiled.items()}
+    timers["onnxruntime"] = batch_timer(lambda: session.run(None, feeds), min_repeat_s)
+    return interleaved_s(timers, rounds)
+
+
 def max_abs_difference(outputs, references) -> float:
     worst = 0.0
     for got, want in zip(outputs, references):
