@@ -94,19 +94,22 @@ def test_a_build_follows_the_plan_of_the_cache_and_matches_onnxruntime(model, au
     np.testing.assert_allclose(got[0], expected[0], rtol=1e-4, atol=1e-4 * float(np.abs(expected[0]).max()))
 
 
-def test_tuning_measures_both_layouts_then_only_the_chosen_plan(model, auto, layouts, tmp_path, cli):
+def test_tuning_measures_both_layouts_then_only_the_chosen_plan(layouts, tmp_path, cli):
     """The first batches go to every layout's tasks; then the plan is chosen and only its tasks (the
     conversions it adds among them) are tuned; ``tuner build`` prints the same plan."""
     path = tmp_path / "two_stages.onnx"
     path.write_bytes(two_stages().SerializeToString())
     cache_path = tmp_path / "cache.sqlite"
-    with tuner.Cache(cache_path) as cache:
-        report = tuner.tune(model, auto, cache, tuner.TuneSettings(trials=48, search="random", batch_size=4), progress=False)
+    tuned = cli("tune", path, "--conv-layout", "auto", "--cache", cache_path, "--trials", 48, "--search", "random",
+                "--batch-size", 4, "--quiet", "--json", tmp_path / "tuned.json")
+    assert tuned.returncode == 0, tuned.stderr
+    report = json.loads((tmp_path / "tuned.json").read_text())
     union = {task.workload_key for partition in layouts.values() for task in partition.tasks}
-    plan = report.search["conv_layout"]
+    plan = report["search"]["conv_layout"]
     assert [stage["spatial"] for stage in plan["stages"]] == [[16, 16], [8, 8]]
-    assert {task["workload_key"] for task in report.tasks} != union  # narrowed to the plan's tasks
-    assert all(task["best_ms"] is not None for task in report.tasks)
+    assert {task["workload_key"] for task in report["tasks"]} != union  # narrowed to the plan's tasks
+    assert all(task["best_ms"] is not None for task in report["tasks"])
+    assert "convolution layout per stage: 16x16: " in tuned.stdout
     built = cli("build", path, "--conv-layout", "auto", "--cache", cache_path, "-o", tmp_path / "m.so")
     assert built.returncode == 0, built.stderr
     layouts_printed = [f"{s['spatial'][0]}x{s['spatial'][1]}: {s['layout']}" for s in plan["stages"]]

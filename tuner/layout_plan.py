@@ -84,14 +84,14 @@ def union(parts: dict):
     return Partition(parts[0].module, tuple(sorted(tasks.values(), key=lambda task: -task.flops * task.weight)))
 
 
-def planned_partition(model, backend, cache=None, parts: dict | None = None):
+def planned_partition(model, backend, cache=None):
     """The partition a build uses: with ``AUTO`` the plan's, chosen from ``cache``'s records (NCHW
     where a layout has none), else the backend's layout; and the plan (None without ``AUTO``)."""
     from .tasks import partition
 
     if backend.conv_block != AUTO:
         return partition(model, backend), None
-    parts = parts or variants(model, backend)
+    parts = variants(model, backend)
 
     def best_s(workload_key):
         record = cache.best(backend.key, workload_key) if cache is not None else None

@@ -92,6 +92,10 @@ class TuneReport:
         estimate = f"{self.estimated_ms:.3f} ms" if self.estimated_ms is not None else "unknown (untuned tasks)"
         lines.append(f"measured {self.measured} candidates in {self.elapsed_s:.0f} s; "
                      f"estimated model latency {estimate}")
+        layout = self.search.get("conv_layout")
+        if layout:
+            lines.append("convolution layout per stage: " + "; ".join(
+                f"{stage['spatial'][0]}x{stage['spatial'][1]}: {stage['layout']}" for stage in layout["stages"]))
         return "\n".join(lines)
 
 
