@@ -11,7 +11,8 @@ weights' conversions are constants, folded at build time; the convolution itself
 ``conv2d_NCHWc``, which the ``tiled_reduction`` rule schedules like any other.
 
 The block is the backend's ``conv_block`` (0: plain NCHW; ``--conv-layout`` on the command line): a
-model-wide choice, so that no two neighbouring convolutions need a conversion between them.
+model-wide choice, so that no two neighbouring convolutions need a conversion between them; or, with
+``auto``, one per stage of the model that tuning chooses (``tuner.layout_plan``).
 ``benchmarks/layouts.py`` times a model's builds in each layout against each other.
 """
 
@@ -53,7 +54,8 @@ def blocked_layout(block):
     def layouts(call):  # called for every op; only convolutions are asked for a layout
         if getattr(call.op, "name", None) != "relax.nn.conv2d":
             return {}
-        return {"relax.nn.conv2d": conv_layouts(call, block if isinstance(block, int) else block.get(_spatial(call), 0))}
+        chosen = block if isinstance(block, int) else block.get(_spatial(call), 0)
+        return {"relax.nn.conv2d": conv_layouts(call, chosen)}
 
     # an activation with two blocked users (a conv and a residual add) is converted for each: CSE keeps one
     return tvm.transform.Sequential([builder_pass(_full_rank_constants(), "FullRankConstants"),
