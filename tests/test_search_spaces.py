@@ -125,7 +125,7 @@ MODELS = {
     "conv_c32_14": lambda: bm.conv_model(in_channels=32, out_channels=64, size=14, kernel=1),
     "conv_c8_14": lambda: bm.conv_model(in_channels=8, out_channels=64, size=14, kernel=1),
     "conv1x1_56": lambda: bm.conv_model(in_channels=64, out_channels=256, size=56, kernel=1),
-    "conv1x1_late": lambda: bm.conv_model(in_channels=256, out_channels=256, size=14, kernel=1),
+    "conv1x1_late": lambda: bm.conv_model(in_channels=256, out_channels=512, size=14, kernel=1),
     "pool_14": lambda: _pool_model(14, 1),
     "pool_s2": lambda: _pool_model(28, 2),
     "depthwise_14": lambda: bm.conv_model(in_channels=24, out_channels=24, groups=24, size=14, kernel=3),
@@ -310,7 +310,7 @@ def test_the_cores_split_the_weights_when_they_outweigh_the_rows():
 
 
 def test_pixels_loop_inside_a_chunked_reduction_where_each_core_sweeps_the_whole_map():
-    """A late 1x1 conv (14 x 14 map, 256 x 256 weight): each core takes its output channels and
+    """A late 1x1 conv (14 x 14 map, 512 x 256 weight): each core takes its output channels and
     sweeps the map; the reduction is chunked and the map's pixel blocks loop inside the chunk, so
     neighbouring blocks share the chunk's input lines. Not where the rows are split over the cores
     (a 56 x 56 map), nor in a matmul, whose rows read the reduction contiguously."""
@@ -318,7 +318,7 @@ def test_pixels_loop_inside_a_chunked_reduction_where_each_core_sweeps_the_whole
     space = ss.space_for(conv, AVX2)
     tiles = space.default_config().as_dict()
     assert tiles["tile_ff"][0] > 1 and tiles["tile_rc"] == [8, 32]
-    for axis in ("tile_yy", "tile_xx"):
+    for axis in ("tile_yy", "tile_xx", "tile_ff"):  # the channels' blocks too: a core's outputs fit in L2
         assert tiles[axis][1] == 1 and tiles[axis][2] > 1, tiles  # inside the chunk (S2), not S1
     assert_matches(conv, space.apply(space.default_config()).mod)
     rows = ss.space_for(task("conv1x1_56", "fused_conv2d_add_relu"), AVX2).default_config().as_dict()
