@@ -9,7 +9,7 @@ import pytest
 import search_spaces
 import tuner
 from benchmarks.models import GraphBuilder
-from tuner.layout_plan import AUTO, choose_plan, variants
+from tuner.layout_plan import AUTO, choose_plan, model_key, variants
 from tuner.records import MeasureResult, Record
 from tuner.tune import model_states, narrow_when_measured
 
@@ -96,7 +96,8 @@ def test_a_build_follows_the_plan_of_the_cache_and_matches_onnxruntime(model, au
 
 def test_tuning_measures_both_layouts_then_only_the_chosen_plan(layouts, tmp_path, cli):
     """The first batches go to every layout's tasks; then the plan is chosen and only its tasks (the
-    conversions it adds among them) are tuned; ``tuner build`` prints the same plan."""
+    conversions it adds among them) are tuned; at the end the candidate plans' builds are timed;
+    ``tuner build`` prints the plan so chosen."""
     path = tmp_path / "two_stages.onnx"
     path.write_bytes(two_stages().SerializeToString())
     cache_path = tmp_path / "cache.sqlite"
@@ -110,10 +111,12 @@ def test_tuning_measures_both_layouts_then_only_the_chosen_plan(layouts, tmp_pat
     assert {task["workload_key"] for task in report["tasks"]} != union  # narrowed to the plan's tasks
     assert all(task["best_ms"] is not None for task in report["tasks"])
     assert "convolution layout per stage: 16x16: " in tuned.stdout
+    assert "chosen by timing whole builds: " in tuned.stdout  # then the builds were timed
     built = cli("build", path, "--conv-layout", "auto", "--cache", cache_path, "-o", tmp_path / "m.so")
     assert built.returncode == 0, built.stderr
     layouts_printed = [f"{s['spatial'][0]}x{s['spatial'][1]}: {s['layout']}" for s in plan["stages"]]
     assert all(text in built.stdout for text in layouts_printed), built.stdout
+    assert "chosen by timing whole builds: " in built.stdout  # the build follows the timed choice
     stored = json.loads((tmp_path / "m.so.json").read_text())["conv_layout"]["stages"]
     assert [stage["layout"] for stage in stored] == [stage["layout"] for stage in plan["stages"]]
 
@@ -133,3 +136,37 @@ def test_measured_layouts_narrow_to_the_plan_and_its_new_conversions(model, auto
     assert sorted(convs) == [(8, True), (8, True), (16, False), (16, False)]
     new = [state for state in states if state.task.workload_key not in union]
     assert new and all("layout_transform" in state.task.name and state.best_s is None for state in new)
+
+
+def test_the_fastest_build_is_kept_and_builds_follow_it(model, auto, layouts):
+    """The records favour a mixed plan; timed as whole builds NCHW16c throughout is the fastest
+    (``timers`` stand in for the builds' timings): the cache keeps it and a build follows it."""
+    from tuner.plan_timing import choose_by_timing
+
+    timings = {"16x16 nchw, 8x8 nchw16c": 3e-3, "nchw": 2e-3, "nchw16c": 1e-3}
+    with tuner.Cache(":memory:") as cache:
+        _store(cache, auto, layouts, _costs(layouts, {16: 0, 8: 16}))
+        assert tuner.build(model, auto, cache).layout_plan.blocks() == {(16, 16): 0, (8, 8): 16}
+        timers = {text: (lambda seconds=seconds: seconds) for text, seconds in timings.items()}
+        plan = choose_by_timing(model, auto, cache, rounds=3, settle_s=0, timers=timers)
+        assert plan.blocks() == 16
+        assert dict(plan.timed_ms) == {text: seconds * 1e3 for text, seconds in timings.items()}
+        built = tuner.build(model, auto, cache)
+    assert built.layout_plan.blocks() == 16
+    assert "chosen by timing whole builds: 16x16 nchw, 8x8 nchw16c 3.00 ms" in built.layout_plan.describe()
+    assert [item["plan"] for item in built.metadata()["conv_layout"]["timed_ms"]] == list(timings)
+    assert all("NCHWc" in s.task_name for s in built.schedules if "conv2d" in s.task_name)
+
+
+def test_timing_builds_times_every_candidate_plan(model, auto, layouts):
+    """Without stand-ins: each candidate is built and timed; the fastest by median is kept."""
+    from tuner.plan_timing import choose_by_timing
+
+    with tuner.Cache(":memory:") as cache:
+        _store(cache, auto, layouts, _costs(layouts, {16: 0, 8: 16}))
+        plan = choose_by_timing(model, auto, cache, rounds=2, min_repeat_s=0.01, settle_s=0)
+        stored = cache.layout_choice(auto.key, model_key(layouts))
+    timed = dict(plan.timed_ms)
+    assert set(timed) == {"16x16 nchw, 8x8 nchw16c", "nchw", "nchw16c"} and all(ms > 0 for ms in timed.values())
+    assert plan.layouts_text() == min(timed, key=timed.get)
+    assert stored["timed_ms"] == [{"plan": text, "ms": ms} for text, ms in plan.timed_ms]

@@ -145,14 +145,16 @@ def apply_schedules(parts: Partition, backend, cache=None):
     return module, tuple(schedules)
 
 
-def build(model, backend, cache=None) -> BuiltModel:
-    """Compile ``model`` for ``backend`` with the best schedules ``cache`` holds (defaults elsewhere)."""
+def build(model, backend, cache=None, plan=None) -> BuiltModel:
+    """Compile ``model`` for ``backend`` with the best schedules ``cache`` holds (defaults elsewhere).
+    With ``conv_layout`` auto, ``plan`` (a ``tuner.layout_plan.LayoutPlan``) replaces the one chosen
+    from the cache."""
     import tvm
 
     from .layout_plan import planned_partition
     from .prepack import prepack_weights
 
-    parts, plan = planned_partition(model, backend, cache)
+    parts, plan = planned_partition(model, backend, cache, plan)
     module, schedules = apply_schedules(parts, backend, cache)
     try:
         if not backend.is_cuda:  # folding the packing runs it, which needs the device; GPU rules pack nothing

@@ -61,6 +61,13 @@ CREATE TABLE IF NOT EXISTS peaks (
     gflops REAL NOT NULL,
     measured_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS layout_choices (
+    backend_key TEXT NOT NULL,
+    model_key TEXT NOT NULL,
+    choice TEXT NOT NULL,
+    measured_at REAL NOT NULL,
+    PRIMARY KEY (backend_key, model_key)
+);
 """
 
 
@@ -167,6 +174,21 @@ class Cache:
 
         with self._write() as conn:
             conn.execute("INSERT OR REPLACE INTO peaks VALUES (?, ?, ?)", (backend_key, gflops, time.time()))
+
+    def layout_choice(self, backend_key: str, model_key: str) -> dict | None:
+        """The convolution layout plan chosen for a model by timing its builds (``tuner.plan_timing``)."""
+        row = self._conn.execute("SELECT choice FROM layout_choices WHERE backend_key = ? AND model_key = ?",
+                                 (backend_key, model_key)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_layout_choice(self, backend_key: str, model_key: str, choice: dict) -> None:
+        """Keep ``choice`` (plain JSON) for the model, replacing an older one. Not exported with the
+        records: tuning remakes it."""
+        import time
+
+        with self._write() as conn:
+            conn.execute("INSERT OR REPLACE INTO layout_choices VALUES (?, ?, ?, ?)",
+                         (backend_key, model_key, canonical_json(choice), time.time()))
 
     def backend(self, backend_key: str) -> str | None:
         row = self._conn.execute("SELECT description FROM backends WHERE backend_key = ?", (backend_key,)).fetchone()

@@ -12,13 +12,17 @@ stages differ, costed as its bytes at the bandwidth that the measured conversion
 
 ``tuner.tune`` with ``conv_block=AUTO`` measures the tasks of every candidate layout first, then
 chooses the plan and tunes its tasks only; ``tuner.build`` chooses the same plan from the cache.
+Records can misjudge a whole model (a kernel timed alone is not the kernel among its neighbours), so
+at the end of tuning the candidate plans' builds are timed against each other
+(``tuner.plan_timing``) and the cache keeps the winner for this model, which ``build`` then follows.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 AUTO = -1
 CANDIDATES = (0, 16)  # NCHW16c beat NCHW8c untuned and tuned on AVX2; AVX-512's vectors hold 16
@@ -37,6 +41,7 @@ class Stage:
 class LayoutPlan:
     stages: tuple[Stage, ...]
     bandwidth: float  # bytes/s that a conversion is costed at
+    timed_ms: tuple = ()  # (plan text, median ms of its build) per candidate, where builds were timed
 
     def blocks(self):
         """What ``tuner.tasks.fuse`` takes: 0 or one block for every stage, else {(h, w): block}."""
@@ -45,14 +50,34 @@ class LayoutPlan:
             return chosen.pop() if chosen else 0
         return {stage.spatial: stage.block for stage in self.stages}
 
+    def with_blocks(self, blocks) -> "LayoutPlan":
+        """This plan with the stages' blocks set from ``blocks`` (what ``blocks()`` returns)."""
+        def block_of(stage):
+            return blocks if isinstance(blocks, int) else blocks.get(stage.spatial, 0)
+
+        return replace(self, stages=tuple(replace(stage, block=block_of(stage)) for stage in self.stages))
+
     def to_json(self) -> dict:
-        return {"bandwidth_gb_s": self.bandwidth / 1e9,
+        data = {"bandwidth_gb_s": self.bandwidth / 1e9,
                 "stages": [{"spatial": list(stage.spatial), "layout": layout_name(stage.block),
                             "ms": {layout_name(block): None if cost is None else cost * 1e3
                                    for block, cost in stage.costs_s.items()}} for stage in self.stages]}
+        if self.timed_ms:
+            data["timed_ms"] = [{"plan": text, "ms": ms} for text, ms in self.timed_ms]
+        return data
 
     def describe(self) -> str:
-        return "convolution layout per stage: " + self.stages_text()
+        text = "convolution layout per stage: " + self.stages_text()
+        if self.timed_ms:
+            text += "; chosen by timing whole builds: " + ", ".join(f"{plan} {ms:.2f} ms" for plan, ms in self.timed_ms)
+        return text
+
+    def layouts_text(self) -> str:
+        """The stages' layouts only (``16x16 nchw, 8x8 nchw16c``), or one layout where all agree."""
+        blocks = self.blocks()
+        if isinstance(blocks, int):
+            return layout_name(blocks)
+        return ", ".join(f"{h}x{w} {layout_name(block)}" for (h, w), block in blocks.items())
 
     def stages_text(self) -> str:
         """Each stage's layout and its tasks' summed records in each layout."""
@@ -84,21 +109,51 @@ def union(parts: dict):
     return Partition(parts[0].module, tuple(sorted(tasks.values(), key=lambda task: -task.flops * task.weight)))
 
 
-def planned_partition(model, backend, cache=None):
-    """The partition a build uses: with ``AUTO`` the plan's, chosen from ``cache``'s records (NCHW
-    where a layout has none), else the backend's layout; and the plan (None without ``AUTO``)."""
+def planned_partition(model, backend, cache=None, plan=None):
+    """The partition a build uses: with ``AUTO`` that of ``plan``, else of the plan that timing whole
+    builds chose for this model (stored in ``cache``), else of the plan chosen from ``cache``'s records
+    (NCHW where a layout has none); without ``AUTO`` the backend's layout. And the plan (or None)."""
     from .tasks import partition
 
     if backend.conv_block != AUTO:
         return partition(model, backend), None
     parts = variants(model, backend)
+    plan = plan or stored_plan(parts, backend, cache) or choose_plan(parts, records_best(backend, cache))
+    return plan_partition(model, backend, plan, parts), plan
 
+
+def records_best(backend, cache):
+    """``best_s(workload_key)``: the task's best record in ``cache`` in seconds, or None."""
     def best_s(workload_key):
         record = cache.best(backend.key, workload_key) if cache is not None else None
         return record.result.mean_s if record is not None else None
 
-    plan = choose_plan(parts, best_s)
-    return plan_partition(model, backend, plan, parts), plan
+    return best_s
+
+
+def model_key(parts: dict) -> str:
+    """The model's key for a stored choice: a hash of its NCHW tasks (structure, not weights)."""
+    tasks = sorted(f"{task.workload_key}:{task.weight}" for task in parts[0].tasks)
+    return hashlib.sha256("\n".join(tasks).encode()).hexdigest()[:20]
+
+
+def stored_plan(parts: dict, backend, cache):
+    """The plan that timing whole builds chose for this model and backend, or None."""
+    choice = cache.layout_choice(backend.key, model_key(parts)) if cache is not None else None
+    if choice is None:
+        return None
+    blocks = choice["blocks"]
+    blocks = blocks if isinstance(blocks, int) else {(h, w): block for h, w, block in blocks}
+    plan = choose_plan(parts, records_best(backend, cache)).with_blocks(blocks)
+    return replace(plan, timed_ms=tuple((item["plan"], item["ms"]) for item in choice["timed_ms"]))
+
+
+def store_plan(parts: dict, backend, cache, plan: LayoutPlan) -> None:
+    """Keep ``plan`` (its ``timed_ms`` set) as this model's choice in ``cache``."""
+    blocks = plan.blocks()
+    blocks = blocks if isinstance(blocks, int) else [[h, w, block] for (h, w), block in blocks.items()]
+    cache.set_layout_choice(backend.key, model_key(parts), {
+        "blocks": blocks, "timed_ms": [{"plan": text, "ms": ms} for text, ms in plan.timed_ms]})
 
 
 def plan_partition(model, backend, plan: LayoutPlan, parts: dict):

@@ -42,8 +42,13 @@ class TuneSettings:
     batch_size: int | None = None  # None: the search's own
     seed: int = 0
     top_k: int = 4  # best configs kept per task (the parents of mutations)
+    # with conv_layout auto, rounds of timing the candidate plans' builds at the end (``plan_timing``);
+    # 0 keeps the plan the records give
+    layout_rounds: int = 5
 
     def __post_init__(self):
+        if self.layout_rounds < 0:
+            raise SettingsError(f"layout_rounds must be zero or more, got {self.layout_rounds}")
         if self.trials is not None and self.trials < 0:
             raise SettingsError(f"the trial budget must be zero or more, got {self.trials}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
@@ -96,6 +101,9 @@ class TuneReport:
         if layout:
             lines.append("convolution layout per stage: " + "; ".join(
                 f"{stage['spatial'][0]}x{stage['spatial'][1]}: {stage['layout']}" for stage in layout["stages"]))
+            if layout.get("timed_ms"):
+                lines.append("chosen by timing whole builds: " + ", ".join(
+                    f"{item['plan']} {item['ms']:.2f} ms" for item in layout["timed_ms"]))
         return "\n".join(lines)
 
 
@@ -113,6 +121,7 @@ def tune(model, backend, cache, settings: TuneSettings = TuneSettings(), *, buil
 
         require_gpu("tuning")
     started = time.perf_counter()
+    times_here = runner is None and not backend.is_cuda  # whole builds can be timed on this machine
     states, layouts = model_states(model, backend, cache, settings.top_k)
     budget = Budget.of(settings.trials, settings.time_budget_s, len(states))
     scheduler = scheduler or create_scheduler(settings.scheduler)
@@ -169,6 +178,12 @@ def tune(model, backend, cache, settings: TuneSettings = TuneSettings(), *, buil
         bar.close()
         for role in owned:
             role.close()
+    if plan is not None and times_here and settings.layout_rounds:
+        from .plan_timing import choose_by_timing
+
+        bar.write("timing the candidate layout plans' builds against each other")
+        plan = choose_by_timing(model, backend, cache, settings.layout_rounds)
+        bar.write(plan.describe())
     return TuneReport(model.name, backend.key, spent, measured, time.perf_counter() - started,
                       tuple(_task_summary(state) for state in states),
                       {**(trainer.describe() if trainer else {}), **strategy.describe(),
