@@ -219,19 +219,16 @@ def _pixels_inner(rule) -> list:
     block of output channels; a register block reads one line per input channel for a few pixels,
     and with the pixels outside the reduction the next block along the row finds those lines gone
     from L1 (256 channels x 2 rows is already 32 KiB). With the reduction chunked and the pixels
-    inside the chunk, neighbouring blocks share the chunk's lines: ResNet-50's late convolutions
-    ran 1.2-2.3x as fast on a Zen 3 (docs/benchmarks.md). Where the parallel chunk's outputs fit in
-    L2, the blocks of output channels loop inside the chunk as well, so that the input's chunk is
-    read once, not once per block (a stride-2 1x1 conv on a 14x14 map: 1.4x). Only where the input's contiguous
-    dimension is indexed by pixels, not by the reduction (a blocked layout or a matmul reads its
-    lines whole already)."""
+    inside the chunk, neighbouring blocks share the chunk's lines (docs/benchmarks.md). Only where
+    the input's contiguous dimension is indexed by pixels, not by the reduction: a blocked layout or
+    a matmul reads its lines whole already."""
     if not _weight_axes(rule) or not rule.reduce:
         return []
     weighted = set(_weight_indexed(rule))
     reads = [r for r in rule.reads[default_pad(rule)] if r.buffer not in rule.info.layout_free and r.dims]
     reduce = {a.name for a in rule.reduce if a.extent > 1}
     pixels = [a for a in rule.spatial if a not in weighted and a.extent > 1]
-    along_lines = reduce - {a.name for a in _window_axes_reduce(rule)}
+    along_lines = reduce - {a.name for a in _sliding_reduce_axes(rule)}
     if not reads or not pixels or any(r.dims[-1] & along_lines for r in reads):
         return []
     if not any(a.name in r.dims[-1] for a in pixels for r in reads):
@@ -239,7 +236,7 @@ def _pixels_inner(rule) -> list:
     return pixels
 
 
-def _window_axes_reduce(rule) -> list:
+def _sliding_reduce_axes(rule) -> list:
     """The reduction axes that slide with the pixels (a kernel's columns and rows)."""
     reads = rule.reads[default_pad(rule)]
     spatial = {a.name for a in rule.spatial}
@@ -253,7 +250,9 @@ def default_tiles(rule, vector: Axis | None, inner: dict, reduce_chunk: float = 
     streamed = {a.name for a in _pixels_inner(rule) if rest[a.name] > outer[a.name]}
     if streamed and reduce_chunk == REDUCE_CHUNK:
         reduce_chunk = STREAMED_CHUNK
-    if streamed:  # the output channels' blocks inside the chunk too, where the core's outputs fit in L2
+    # the output channels' blocks inside the chunk too where the chunk's outputs fit in L2: the
+    # chunk of input is then read once, not once per block
+    if streamed:
         chunk_outputs = math.prod(a.extent // outer[a.name] for a in rule.spatial)
         if chunk_outputs <= STREAMED_OUTPUTS:
             streamed = {a.name for a in rule.spatial}

@@ -41,6 +41,11 @@ class Database(Protocol):
 
     def add_features(self, backend_key: str, workload_key: str, feature_version: str, items) -> None: ...
 
+    def layout_choice(self, backend_key: str, model_key: str) -> dict | None:
+        """The convolution layout plan that timing whole builds chose for a model (plain JSON)."""
+
+    def set_layout_choice(self, backend_key: str, model_key: str, choice: dict) -> None: ...
+
 
 def create_database(kind: str = "sqlite", path=None) -> Database:
     from .cache import Cache
