@@ -152,8 +152,8 @@ def store_plan(parts: dict, backend, cache, plan: LayoutPlan) -> None:
     """Keep ``plan`` (its ``timed_ms`` set) as this model's choice in ``cache``."""
     blocks = plan.blocks()
     blocks = blocks if isinstance(blocks, int) else [[h, w, block] for (h, w), block in blocks.items()]
-    cache.set_layout_choice(backend.key, model_key(parts), {
-        "blocks": blocks, "timed_ms": [{"plan": text, "ms": ms} for text, ms in plan.timed_ms]})
+    cache.set_layout_choice(backend.key, model_key(parts),
+                            {"blocks": blocks, "timed_ms": plan.to_json().get("timed_ms", [])})
 
 
 def plan_partition(model, backend, plan: LayoutPlan, parts: dict):
