@@ -96,11 +96,16 @@ def _row_axes(rule, vector: Axis | None) -> list:
             and not any(users_of(vector_users, a.name))]
 
 
-def _window_axes(rule) -> list:
+def _sharing_a_dim(rule, axes, others) -> list:
+    """Those of ``axes`` that index some input dimension together with one of ``others``."""
     reads = rule.reads[default_pad(rule)]
-    reduce = {a.name for a in rule.reduce if a.extent > 1}
-    return [a for a in rule.spatial
-            if any(a.name in dim and dim & reduce for r in reads for dim in r.dims)]
+    names = {a.name for a in others}
+    return [a for a in axes if any(a.name in dim and dim & names for r in reads for dim in r.dims)]
+
+
+def _window_axes(rule) -> list:
+    """The spatial axes a window slides along (output rows and columns)."""
+    return _sharing_a_dim(rule, rule.spatial, [a for a in rule.reduce if a.extent > 1])
 
 
 def _elements(rule, access) -> int:
@@ -228,20 +233,12 @@ def _pixels_inner(rule) -> list:
     reads = [r for r in rule.reads[default_pad(rule)] if r.buffer not in rule.info.layout_free and r.dims]
     reduce = {a.name for a in rule.reduce if a.extent > 1}
     pixels = [a for a in rule.spatial if a not in weighted and a.extent > 1]
-    along_lines = reduce - {a.name for a in _sliding_reduce_axes(rule)}
+    along_lines = reduce - {a.name for a in _sharing_a_dim(rule, rule.reduce, rule.spatial)}  # not the window
     if not reads or not pixels or any(r.dims[-1] & along_lines for r in reads):
         return []
     if not any(a.name in r.dims[-1] for a in pixels for r in reads):
         return []
     return pixels
-
-
-def _sliding_reduce_axes(rule) -> list:
-    """The reduction axes that slide with the pixels (a kernel's columns and rows)."""
-    reads = rule.reads[default_pad(rule)]
-    spatial = {a.name for a in rule.spatial}
-    return [a for a in rule.reduce
-            if any(a.name in dim and dim & spatial for r in reads for dim in r.dims)]
 
 
 def default_tiles(rule, vector: Axis | None, inner: dict, reduce_chunk: float = REDUCE_CHUNK) -> dict:
