@@ -139,6 +139,23 @@ def test_a_batchnorm_after_a_convolution_with_a_bias_folds_into_it(backend):
     _matches_onnxruntime(proto, backend)
 
 
+def test_a_pointwise_convolution_runs_over_a_flat_row_of_pixels_with_its_epilogue(backend):
+    """A 1x1 convolution with a residual add and ReLU (ResNet's last conv of a block): one task that
+    reads the input as [N, C, H*W] and computes over the flat pixels, epilogue fused; a 3x3, a strided
+    1x1 and a 1x1 from 8 channels keep the 4-D convolution. Outputs as ONNX Runtime's."""
+    b = GraphBuilder(0)
+    y = b.op("Relu", [b.op("Add", [b.conv("x", 32, 32, 1, name="pointwise"), "x"], name="residual")], name="relu")
+    y = b.conv(b.conv(y, 32, 8, 3, name="window"), 8, 16, 1, name="narrow")
+    y = b.conv(y, 16, 16, 1, stride=2, name="strided")
+    proto = b.make_model("pointwise", {"x": (1, 32, 14, 14)}, y, (1, 16, 7, 7))
+    tasks = {task.name: task for task in tuner.partition(tuner.load(proto), backend).tasks}
+    rows = [name for name, task in tasks.items() if 'sblock("conv2d_rows")' in task.func.script()]
+    assert len(rows) == 1 and _ops(rows[0]) == {"conv2d", "add", "relu"} and rows[0].count("add") == 2, tasks
+    assert [int(d) for d in tasks[rows[0]].func.params[0].ty.shape] == [1, 32, 14 * 14]
+    assert sum('sblock("conv2d_nchw")' in task.func.script() for task in tasks.values()) == 3
+    _matches_onnxruntime(proto, backend)
+
+
 def _writes_of(func, name: str) -> list:
     """The iteration-domain sizes of the blocks of ``func`` that write the buffer ``name``."""
     import tvm_ffi

@@ -305,7 +305,7 @@ def test_the_cores_split_the_weights_when_they_outweigh_the_rows():
     # a 1x1 conv has no window, but the same rows: a 56 x 56 map against a 256 x 64 weight
     conv = task("conv1x1_56", "fused_conv2d_add_relu")
     tiles = ss.space_for(conv, AVX2).default_config().as_dict()
-    assert tiles["tile_yy"][0] > 1 and tiles["tile_ff"][0] == 1
+    assert tiles["tile_pp"][0] > 1 and tiles["tile_ff"][0] == 1  # pp: the pixels, one flat axis
     assert_matches(conv, ss.space_for(conv, AVX2).apply(ss.space_for(conv, AVX2).default_config()).mod)
 
 
@@ -318,11 +318,11 @@ def test_pixels_loop_inside_a_chunked_reduction_where_each_core_sweeps_the_whole
     space = ss.space_for(conv, AVX2)
     tiles = space.default_config().as_dict()
     assert tiles["tile_ff"][0] > 1 and tiles["tile_rc"] == [8, 32]
-    for axis in ("tile_yy", "tile_xx", "tile_ff"):  # the channels' blocks too: a core's outputs fit in L2
+    for axis in ("tile_pp", "tile_ff"):  # the channels' blocks too: a core's outputs fit in L2
         assert tiles[axis][1] == 1 and tiles[axis][2] > 1, tiles  # inside the chunk (S2), not S1
     assert_matches(conv, space.apply(space.default_config()).mod)
     rows = ss.space_for(task("conv1x1_56", "fused_conv2d_add_relu"), AVX2).default_config().as_dict()
-    assert rows["tile_rc"] == [1, 64] and rows["tile_xx"][2] == 1
+    assert rows["tile_rc"] == [1, 64] and rows["tile_pp"][2] == 1
     (name, dense), = tasks("dense_wide")
     dense_tiles = ss.space_for(dense, AVX2).default_config().as_dict()
     assert dense_tiles["tile_k"] == [1, 256] and dense_tiles["tile_i0"][2] == 1, dense_tiles

@@ -72,11 +72,16 @@ def _spatial(call):
 
 def legalize_conv2d(bb, call):
     """Legalize ``nn.conv2d``: a blocked one as TOPI's ``conv2d_NCHWc`` (which TVM's own legalization
-    leaves alone), any other as TVM does."""
+    leaves alone), a plain 1x1 one over a flat row of pixels (``tuner.pointwise_conv``), any other as
+    TVM does."""
     from tvm import topi
     from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
 
+    from .pointwise_conv import is_pointwise, legalize_pointwise
+
     attrs = call.attrs
+    if is_pointwise(call):
+        return legalize_pointwise(bb, call)
     if len(attrs.data_layout) == 4:
         return _nn_conv2d(bb, call)
     return bb.call_te(topi.nn.conv2d_NCHWc, call.args[0], call.args[1], attrs.strides, attrs.padding,
