@@ -235,6 +235,24 @@ def test_ab_builds_each_tree_in_its_own_worker_and_times_them_in_turn(tmp_path, 
     ab.main(["small_cnn", str(root), str(root), "--repeat", "2", "--out", str(tmp_path)])
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("small_cnn ")]
     assert len(rows) == 2 and all("to the first" in row for row in rows)
-    assert all(float(row.rsplit("rel. diff ", 1)[1]) < 1e-4 for row in rows)
+    assert all(float(row.rsplit("rel. diff ", 1)[1].split(",")[0]) < 1e-4 for row in rows)
     with pytest.raises(RuntimeError, match=str(tmp_path)):
         ab.Worker(tmp_path, "small_cnn", tmp_path / "out.npy")
+
+
+def test_ab_builds_each_tree_from_its_own_cache(tmp_path, capsys, backend):
+    """With a cache per tree each build takes that cache's records (the row says how many tasks had
+    one); a count of caches that does not match the trees is an error before anything is built."""
+    from pathlib import Path
+
+    root, tuned, empty = Path(__file__).resolve().parents[1], tmp_path / "tuned.sqlite", tmp_path / "empty.sqlite"
+    with tuner.Cache(tuned) as cache:
+        tune(tuner.load(small_cnn_model()), backend, cache, TuneSettings(trials=1))
+    tuner.Cache(empty).close()
+    ab.main(["small_cnn", str(root), str(root), "--repeat", "1", "--out", str(tmp_path),
+             "--cache", str(tuned), "--cache", str(empty)])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("small_cnn ")]
+    assert [row.rsplit("tuned ", 1)[1].split("/")[0] for row in rows] == ["1", "0"], rows
+    with pytest.raises(SystemExit):
+        ab.main(["small_cnn", str(root), str(root), "--cache", str(tuned)])
+    assert "1 --cache for 2 trees" in capsys.readouterr().err
