@@ -142,7 +142,8 @@ def test_a_batchnorm_after_a_convolution_with_a_bias_folds_into_it(backend):
 def test_a_pointwise_convolution_runs_over_a_flat_row_of_pixels_with_its_epilogue(backend):
     """A 1x1 convolution with a residual add and ReLU (ResNet's last conv of a block): one task that
     reads the input as [N, C, H*W] and computes over the flat pixels, epilogue fused; a 3x3, a strided
-    1x1 and a 1x1 from 8 channels keep the 4-D convolution. Outputs as ONNX Runtime's."""
+    1x1 and a 1x1 from 8 channels keep the 4-D convolution, and so does every one for a GPU. Outputs as
+    ONNX Runtime's."""
     b = GraphBuilder(0)
     y = b.op("Relu", [b.op("Add", [b.conv("x", 32, 32, 1, name="pointwise"), "x"], name="residual")], name="relu")
     y = b.conv(b.conv(y, 32, 8, 3, name="window"), 8, 16, 1, name="narrow")
@@ -154,6 +155,8 @@ def test_a_pointwise_convolution_runs_over_a_flat_row_of_pixels_with_its_epilogu
     assert [int(d) for d in tasks[rows[0]].func.params[0].ty.shape] == [1, 32, 14 * 14]
     assert sum('sblock("conv2d_nchw")' in task.func.script() for task in tasks.values()) == 3
     _matches_onnxruntime(proto, backend)
+    cuda = tuner.resolve_backend('{"kind": "cuda", "arch": "sm_90"}')  # a GPU's kernels keep the 4-D conv
+    assert not ['' for task in tuner.partition(tuner.load(proto), cuda).tasks if "conv2d_rows" in task.func.script()]
 
 
 def _writes_of(func, name: str) -> list:

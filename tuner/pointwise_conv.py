@@ -7,7 +7,8 @@ axis of ``H*W`` pixels it takes 4 of 196 (or 16 of 784). So the input is reshape
 (a view, no copy) and the kernel computes ``out[n, k, p]``, writing NCHW through a reshape in its
 own function, after which the epilogue (bias, residual add, ReLU) still fuses. Inception v2's and
 ResNet-50's 1x1 convolutions on 14x14 and 28x28 maps ran 8-20 % faster so, tuned or not
-(docs/benchmarks.md). Convolutions in a blocked layout keep their own kernel (``tuner.layout``).
+(docs/benchmarks.md). Convolutions in a blocked layout keep their own kernel (``tuner.layout``), and
+so do those for a GPU, where this was not measured.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ OUT_CHANNEL_MULTIPLE = 8
 
 def is_pointwise(call) -> bool:
     """Whether ``call`` (a Relax ``nn.conv2d``) is a plain NCHW/OIHW 1x1 convolution of static shape,
-    stride 1, no padding or dilation, one group, and channels as above."""
+    stride 1, no padding or dilation, one group, and channels as above, legalized for a CPU."""
+    import tvm
+
+    target = tvm.target.Target.current(allow_none=True)
+    if target is None or target.kind.name != "llvm":
+        return False
     attrs = call.attrs
     if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW") or int(attrs.groups) != 1:
         return False
@@ -30,8 +36,9 @@ def is_pointwise(call) -> bool:
         [int(d) for d in list(call.args[0].ty.shape)]
     except (TypeError, ValueError, AttributeError):  # a symbolic dimension
         return False
-    return kernel == [1, 1] and in_channels >= MIN_IN_CHANNELS and out_channels % OUT_CHANNEL_MULTIPLE == 0 and all(int(s) == 1 for s in attrs.strides) and all(int(d) == 1 for d in attrs.dilation) \
+    plain = all(int(s) == 1 for s in attrs.strides) and all(int(d) == 1 for d in attrs.dilation) \
         and not any(int(p) for p in attrs.padding)
+    return plain and kernel == [1, 1] and in_channels >= MIN_IN_CHANNELS and out_channels % OUT_CHANNEL_MULTIPLE == 0
 
 
 def legalize_pointwise(bb, call):
