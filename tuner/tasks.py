@@ -63,7 +63,8 @@ def fuse(relax_module, target, conv_block=0):
     The graph rewrites of ``tuner.rewrites`` run first (n-ary sums become binary adds, inference
     BatchNorms are folded into the convolutions before them, ...), then with a ``conv_block`` the
     convolutions go to the blocked layout NCHW[b]c (``tuner.layout``; a dict {(h, w): block} gives
-    each stage's, as ``tuner.layout_plan`` chooses), and exp/erf/tanh use TVM's
+    each stage's, as ``tuner.layout_plan`` chooses; for a CPU the plain 1x1 ones compute over a flat row
+    of pixels, ``tuner.pointwise_conv``), and exp/erf/tanh use TVM's
     vectorizable fast-math expansions instead of scalar library calls. Parameters of a
     TIR function that are constants at every call site (weights) are listed in its
     ``layout_free_buffers`` attribute, so that a schedule may repack them at build time.
