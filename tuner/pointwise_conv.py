@@ -5,9 +5,9 @@ the input's ``[C, H*W]``. Written over the map's rows and columns, a register bl
 divide the width, 2 or 7 of a 14-wide map, so AVX2 filled 6 or 7 of its 12 accumulators; over one
 axis of ``H*W`` pixels it takes 4 of 196 (or 16 of 784). So the input is reshaped to ``[N, C, H*W]``
 (a view, no copy) and the kernel computes ``out[n, k, p]``, writing NCHW through a reshape in its
-own function, after which the epilogue (bias, residual add, ReLU) still fuses. Inception v2's and
-ResNet-50's 1x1 convolutions on 14x14 and 28x28 maps ran 8-20 % faster so, tuned or not
-(docs/benchmarks.md). Convolutions in a blocked layout keep their own kernel (``tuner.layout``), and
+own function, after which the epilogue (bias, residual add, ReLU) still fuses. Alone, 1x1
+convolutions on 14x14 to 56x56 maps ran 8-20 % faster so, by default or tuned alike; whole models
+gained untuned only (Inception v2 7 %), tuning finding 4-D configs as fast (docs/benchmarks.md). Convolutions in a blocked layout keep their own kernel (``tuner.layout``), and
 so do those for a GPU, where this was not measured.
 """
 
@@ -47,8 +47,7 @@ def legalize_pointwise(bb, call):
 
     batch, channels, height, width = (int(d) for d in list(call.args[0].ty.shape))
     rows = bb.emit(relax.op.reshape(call.args[0], [batch, channels, height * width]))
-    out_dtype = call.attrs.out_dtype or call.ty.dtype
-    return bb.call_te(pixel_rows_conv2d, rows, call.args[1], height, str(out_dtype), primfunc_name_hint="conv2d")
+    return bb.call_te(pixel_rows_conv2d, rows, call.args[1], height, str(call.ty.dtype), primfunc_name_hint="conv2d")
 
 
 def pixel_rows_conv2d(data, weight, height: int, out_dtype: str):
