@@ -7,8 +7,9 @@ axis of ``H*W`` pixels it takes 4 of 196 (or 16 of 784). So the input is reshape
 (a view, no copy) and the kernel computes ``out[n, k, p]``, writing NCHW through a reshape in its
 own function, after which the epilogue (bias, residual add, ReLU) still fuses. Alone, 1x1
 convolutions on 14x14 to 56x56 maps ran 8-20 % faster so, by default or tuned alike; whole models
-gained untuned only (Inception v2 7 %), tuning finding 4-D configs as fast (docs/benchmarks.md). Convolutions in a blocked layout keep their own kernel (``tuner.layout``), and
-so do those for a GPU, where this was not measured.
+gained untuned only (Inception v2 7 %), tuning finding 4-D configs as fast (docs/benchmarks.md).
+Convolutions in a blocked layout keep their own kernel (``tuner.layout``), and so do those for a
+GPU, where this was not measured.
 """
 
 from __future__ import annotations
@@ -31,11 +32,10 @@ def is_pointwise(call) -> bool:
     attrs = call.attrs
     if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW") or int(attrs.groups) != 1:
         return False
-    try:
-        out_channels, in_channels, *kernel = (int(d) for d in list(call.args[1].ty.shape))
-        [int(d) for d in list(call.args[0].ty.shape)]
-    except (TypeError, ValueError, AttributeError):  # a symbolic dimension
+    weight_shape = _static_shape(call.args[1])
+    if weight_shape is None or _static_shape(call.args[0]) is None:
         return False
+    out_channels, in_channels, *kernel = weight_shape
     plain = all(int(s) == 1 for s in attrs.strides) and all(int(d) == 1 for d in attrs.dilation) \
         and not any(int(p) for p in attrs.padding)
     return plain and kernel == [1, 1] and in_channels >= MIN_IN_CHANNELS and out_channels % OUT_CHANNEL_MULTIPLE == 0
@@ -45,9 +45,17 @@ def legalize_pointwise(bb, call):
     """The legalized call: a reshape of the input to ``[N, C, H*W]`` and ``pixel_rows_conv2d``."""
     from tvm import relax
 
-    batch, channels, height, width = (int(d) for d in list(call.args[0].ty.shape))
+    batch, channels, height, width = _static_shape(call.args[0])
     rows = bb.emit(relax.op.reshape(call.args[0], [batch, channels, height * width]))
     return bb.call_te(pixel_rows_conv2d, rows, call.args[1], height, str(call.ty.dtype), primfunc_name_hint="conv2d")
+
+
+def _static_shape(expr) -> tuple[int, ...] | None:
+    """The shape of ``expr`` as integers; None where a dimension is symbolic."""
+    try:
+        return tuple(int(d) for d in list(expr.ty.shape))
+    except (TypeError, ValueError, AttributeError):
+        return None
 
 
 def pixel_rows_conv2d(data, weight, height: int, out_dtype: str):
