@@ -48,6 +48,19 @@ def test_a_multi_input_op_becomes_binary_ops_with_the_same_outputs(op_type, back
     assert all("stack" not in task.name for task in tuner.partition(model, backend).tasks)
 
 
+def test_a_one_input_sum_is_its_input(backend):
+    node = helper.make_node("Sum", ["a"], ["s"])
+    graph = helper.make_graph([node, helper.make_node("Relu", ["s"], ["y"])], "one", [
+        helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 4, 5, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 5, 6])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    proto.ir_version = IR_VERSION
+    model = tuner.load(proto)
+    assert [task.name for task in tuner.partition(model, backend).tasks] == ["relu"]
+    a = np.random.default_rng(0).standard_normal((1, 4, 5, 6)).astype(np.float32)
+    np.testing.assert_array_equal(tuner.build(model, backend).runner().run(a=a)[0], np.maximum(a, 0))
+
+
 def _bn_relu(b: GraphBuilder, x: str, channels: int, name: str, relu: bool = True) -> str:
     y = b.batch_norm(x, channels, name=f"{name}.bn")
     return b.op("Relu", [y], name=f"{name}.relu") if relu else y
@@ -136,6 +149,25 @@ def test_a_batchnorm_after_a_convolution_with_a_bias_folds_into_it(backend):
     names = [task.name for task in tuner.partition(tuner.load(proto), backend).tasks]
     assert len(names) == 1 and {"conv2d", "add", "relu"} <= _ops(names[0]), names
     assert "batch_norm" not in _ops(names[0])
+    _matches_onnxruntime(proto, backend)
+
+
+def test_a_scale_layer_after_a_convolution_folds_into_its_weights(backend):
+    """Inception v2's Conv, BatchNormalization, Mul and Add of per-channel constants, Relu: one task of a
+    conv, a bias and the ReLU. A Mul by a map that varies over the pixels, and an Add of a tensor that is
+    not a constant, stay in the epilogue. Outputs as ONNX Runtime's."""
+    b = GraphBuilder(0)
+    h = b.batch_norm(b.conv("x", 8, 16, 3, name="scaled"), 16, name="scaled.bn")
+    h = b.op("Mul", [h, b.uniform("scaled.scale", (1, 16, 1, 1), -1.5, 1.5)], name="scaled.mul")
+    h = b.op("Relu", [b.op("Add", [h, b.weight("scaled.shift", (16, 1, 1), 0.3)], name="scaled.add")])
+    y = b.op("Mul", [b.conv(h, 16, 16, 1, bias=False, name="mapped"), b.uniform("map", (1, 1, 6, 6), 0.5, 1.5)])
+    y = b.op("Add", [b.conv(y, 16, 8, 3, name="fed"), b.conv("x", 8, 8, 1, name="other")])
+    proto = b.make_model("scale_layer", {"x": (1, 8, 6, 6)}, y, (1, 8, 6, 6))
+    names = [task.name for task in tuner.partition(tuner.load(proto), backend).tasks]
+    assert [name for name in names if _ops(name) == {"conv2d", "add", "relu"} and name.count("add") == 1], names
+    assert not [name for name in names if "batch_norm" in _ops(name) or ("relu" in name and "multiply" in name)]
+    assert [name for name in names if {"conv2d", "multiply"} <= _ops(name)]  # the pixel map stays
+    assert [name for name in names if _ops(name) == {"conv2d", "add"} and name.count("add") == 2]  # + the other conv
     _matches_onnxruntime(proto, backend)
 
 

@@ -4,6 +4,8 @@ Each rewrite is a small named pass (``REWRITES``); ``rewrite(module)`` applies t
 
 * ``fold_batchnorm``: BatchNorm after a convolution (with or without its bias add) folded into its
   weights and bias; any other inference BatchNorm becomes a per-channel multiply-add of constants.
+* ``fold_channel_affine`` (``tuner.channel_affine``): a per-channel multiply or add of constants
+  after a convolution (a scale layer, Inception v2's) folded into its weights and bias.
 * ``multi_input_to_binary``: TVM's ONNX importer writes ``Sum``/``Mean``/``Max``/``Min`` of
   inputs of a known shape as ``broadcast_to`` each input, ``stack`` them and reduce over the new
   axis, which materialises the stacked tensor and is a task of its own (``fused_broadcast_to_
@@ -36,6 +38,7 @@ def multi_input_to_binary():
     """The pass described in the module docstring."""
     import tvm
     from tvm import relax
+    from tvm_ffi import structural_equal
 
     binary = _binary_ops()
 
@@ -56,7 +59,7 @@ def multi_input_to_binary():
             if name == "relax.mean":
                 dtype = call.ty.dtype
                 result = relax.op.multiply(result, relax.const(1.0 / len(inputs), dtype))
-            if len(inputs) == 1 and not tvm.ir.structural_equal(result.ty, call.ty):
+            if len(inputs) == 1 and not structural_equal(result.ty, call.ty):
                 return call  # a one-input op whose input needs its broadcast
             return result
 
@@ -354,6 +357,12 @@ def _conv_and_bias(mutator, expr, uses):
     return add.args[0], bias
 
 
+def _fold_channel_affine():
+    from .channel_affine import fold_channel_affine
+
+    return fold_channel_affine()
+
+
 def _avg_pool_divisor_map():
     from .pool_rewrites import avg_pool_divisor_map
 
@@ -362,6 +371,7 @@ def _avg_pool_divisor_map():
 
 # In order: the BatchNorm is folded while the convolution before it is still one call.
 REWRITES = {"multi_input_to_binary": multi_input_to_binary, "fold_batchnorm": fold_batchnorm,
+            "fold_channel_affine": _fold_channel_affine,
             "grouped_conv_group_axis": grouped_conv_group_axis, "avg_pool_divisor_map": _avg_pool_divisor_map}
 
 

@@ -1,0 +1,111 @@
+"""Graph rewrite ``fold_channel_affine`` (registered in ``tuner.rewrites.REWRITES``).
+
+Some exporters write a scale layer after a convolution (and its BatchNorm) as ONNX ``Mul`` and
+``Add`` of per-channel constants: Inception v2 runs ``Conv, BatchNormalization, Mul, Add, Relu``.
+Each such multiply or add right after a convolution with constant weights is folded into its
+weights and bias, as ONNX Runtime's ConvMulFusion and ConvAddFusion do, so that the convolution's
+epilogue is a bias and the activation, as after a folded BatchNorm (``rewrites.fold_batchnorm``),
+and its task is the one a model without the scale layer has.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_OPS = ("relax.multiply", "relax.add")
+
+
+def fold_channel_affine():
+    """The pass described in the module docstring."""
+    import tvm
+    from tvm import relax
+
+    from .rewrites import _use_counts
+
+    @relax.expr_functor.mutator
+    class FoldChannelAffine(relax.PyExprMutator):
+        def __init__(self, module, uses):
+            super().__init__(module)
+            self.uses = uses
+
+        def visit_var_binding_(self, binding):
+            folded = _foldable(self, binding, self.uses)
+            if folded is None:
+                return super().visit_var_binding_(binding)
+            conv_var, conv, weight, bias = folded
+            attrs = conv.attrs
+            new_conv = self.builder_.emit(relax.op.nn.conv2d(
+                conv.args[0], relax.const(weight), strides=attrs.strides, padding=attrs.padding,
+                dilation=attrs.dilation, groups=attrs.groups, data_layout=attrs.data_layout,
+                kernel_layout=attrs.kernel_layout, out_layout=attrs.out_layout, out_dtype=attrs.out_dtype),
+                name_hint=conv_var.name)
+            out = new_conv if bias is None else \
+                self.builder_.emit(relax.op.add(new_conv, relax.const(bias)), name_hint=binding.var.name)
+            # a later multiply or add of the chain folds into what this one emitted
+            self.uses[new_conv] = 1
+            self.uses[out] = self.uses.get(binding.var, 0)
+            self.set_var_remap(binding.var, out)
+
+    @tvm.ir.transform.module_pass(opt_level=0, name="FoldChannelAffine")
+    def transform(module, _context):
+        module = module.clone()
+        for global_var, func in module.functions_items():
+            if isinstance(func, relax.Function):
+                module[global_var] = FoldChannelAffine(module, _use_counts(func)).visit_expr(func)
+        return relax.transform.DeadCodeElimination()(module)
+
+    return transform
+
+
+def _foldable(mutator, binding, uses):
+    """For ``y = x * s`` or ``y = x + t`` with a constant per-output-channel ``s``/``t`` and ``x`` a
+    convolution (NCHW/OIHW, constant weights) or its bias add, each used by ``y`` alone: (conv's
+    variable, conv call, new weights, new bias [1, C, 1, 1] or None); else None."""
+    from tvm import relax
+
+    from .rewrites import _bound_call, _constant, _conv_and_bias
+
+    value = binding.value
+    op = getattr(value.op, "name", None) if isinstance(value, relax.Call) else None
+    if op not in _OPS:
+        return None
+    data = mutator.visit_expr(value.args[0])
+    if not isinstance(data, relax.Var) or uses.get(data, 0) != 1:
+        return None
+    conv_var, bias = _conv_and_bias(mutator, data, uses)
+    conv = _bound_call(mutator, conv_var, "relax.nn.conv2d")
+    if conv is None or uses.get(conv_var, 0) != 1 or (conv.attrs.data_layout, conv.attrs.kernel_layout,
+                                                      conv.attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
+        return None
+    weight = _constant(mutator, conv.args[1])
+    operand = _per_channel(_constant(mutator, mutator.visit_expr(value.args[1])), int(weight.shape[0])
+                           if weight is not None else 0)
+    if weight is None or operand is None or operand.dtype != weight.dtype \
+            or not _same_type(value, conv):
+        return None
+    bias = None if bias is None else bias.reshape(-1).astype(np.float64)
+    if op == "relax.multiply":
+        weight = (weight.astype(np.float64) * operand.reshape(-1, 1, 1, 1)).astype(weight.dtype)
+        bias = None if bias is None else bias * operand
+    else:
+        bias = operand.astype(np.float64) + (0.0 if bias is None else bias)
+    return conv_var, conv, weight, None if bias is None else bias.astype(weight.dtype).reshape(1, -1, 1, 1)
+
+
+def _per_channel(value, channels: int):
+    """``value`` as one number per output channel, where it broadcasts against ``[N, C, H, W]`` along
+    the channels alone (shape ``[1, C, 1, 1]``, ``[C, 1, 1]``, or one number); else None."""
+    if value is None or not channels or value.ndim > 4:
+        return None
+    shape = (1,) * (4 - value.ndim) + value.shape
+    if shape[0] != 1 or shape[2:] != (1, 1) or shape[1] not in (1, channels):
+        return None
+    return np.broadcast_to(value.reshape(shape), (1, channels, 1, 1)).reshape(-1)
+
+
+def _same_type(value, conv) -> bool:
+    """Whether the multiply or add keeps the convolution's shape and dtype (it broadcasts nothing
+    onto the convolution's output)."""
+    from tvm_ffi import structural_equal
+
+    return structural_equal(value.ty, conv.ty)
