@@ -67,10 +67,7 @@ class LayoutPlan:
         return data
 
     def describe(self) -> str:
-        text = "convolution layout per stage: " + self.stages_text()
-        if self.timed_ms:
-            text += "; chosen by timing whole builds: " + ", ".join(f"{plan} {ms:.2f} ms" for plan, ms in self.timed_ms)
-        return text
+        return describe(self.to_json())
 
     def layouts_text(self) -> str:
         """The stages' layouts only (``16x16 nchw, 8x8 nchw16c``), or one layout where all agree."""
@@ -81,12 +78,25 @@ class LayoutPlan:
 
     def stages_text(self) -> str:
         """Each stage's layout and its tasks' summed records in each layout."""
-        parts = []
-        for stage in self.stages:
-            costs = ", ".join(f"{layout_name(block)} {'-' if cost is None else f'{cost * 1e3:.2f} ms'}"
-                              for block, cost in stage.costs_s.items())
-            parts.append(f"{stage.spatial[0]}x{stage.spatial[1]}: {layout_name(stage.block)} ({costs})")
-        return "; ".join(parts) if parts else "no convolutions"
+        return stages_text(self.to_json())
+
+
+def describe(plan: dict) -> str:
+    """A plan, as ``LayoutPlan.to_json`` writes it (a tuning report keeps that), in one line: each
+    stage's layout and why, then the timed builds where there were."""
+    text = "convolution layout per stage: " + stages_text(plan)
+    if plan.get("timed_ms"):
+        text += "; chosen by timing whole builds: " + ", ".join(
+            f"{item['plan']} {item['ms']:.2f} ms" for item in plan["timed_ms"])
+    return text
+
+
+def stages_text(plan: dict) -> str:
+    parts = []
+    for stage in plan["stages"]:
+        costs = ", ".join(f"{name} {'-' if ms is None else f'{ms:.2f} ms'}" for name, ms in stage["ms"].items())
+        parts.append(f"{stage['spatial'][0]}x{stage['spatial'][1]}: {stage['layout']} ({costs})")
+    return "; ".join(parts) if parts else "no convolutions"
 
 
 def layout_name(block: int) -> str:

@@ -99,11 +99,9 @@ class TuneReport:
                      f"estimated model latency {estimate}")
         layout = self.search.get("conv_layout")
         if layout:
-            lines.append("convolution layout per stage: " + "; ".join(
-                f"{stage['spatial'][0]}x{stage['spatial'][1]}: {stage['layout']}" for stage in layout["stages"]))
-            if layout.get("timed_ms"):
-                lines.append("chosen by timing whole builds: " + ", ".join(
-                    f"{item['plan']} {item['ms']:.2f} ms" for item in layout["timed_ms"]))
+            from .layout_plan import describe
+
+            lines.append(describe(layout))
         return "\n".join(lines)
 
 
