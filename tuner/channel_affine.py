@@ -78,10 +78,10 @@ def _foldable(mutator, binding, uses):
                                                       conv.attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
         return None
     weight = _constant(mutator, conv.args[1])
-    operand = _per_channel(_constant(mutator, mutator.visit_expr(value.args[1])), int(weight.shape[0])
-                           if weight is not None else 0)
-    if weight is None or operand is None or operand.dtype != weight.dtype \
-            or not _same_type(value, conv):
+    if weight is None or not _same_type(value, conv):
+        return None
+    operand = _per_channel(_constant(mutator, mutator.visit_expr(value.args[1])), int(weight.shape[0]))
+    if operand is None or operand.dtype != weight.dtype:
         return None
     bias = None if bias is None else bias.reshape(-1).astype(np.float64)
     if op == "relax.multiply":
@@ -95,7 +95,7 @@ def _foldable(mutator, binding, uses):
 def _per_channel(value, channels: int):
     """``value`` as one number per output channel, where it broadcasts against ``[N, C, H, W]`` along
     the channels alone (shape ``[1, C, 1, 1]``, ``[C, 1, 1]``, or one number); else None."""
-    if value is None or not channels or value.ndim > 4:
+    if value is None or value.ndim > 4:
         return None
     shape = (1,) * (4 - value.ndim) + value.shape
     if shape[0] != 1 or shape[2:] != (1, 1) or shape[1] not in (1, channels):
