@@ -171,6 +171,28 @@ def test_a_scale_layer_after_a_convolution_folds_into_its_weights(backend):
     _matches_onnxruntime(proto, backend)
 
 
+def test_folds_at_the_output_of_a_module_as_tvm_imports_it(backend):
+    """TVM's own importer binds the function's output to the last op (no alias binding after it): a
+    Mul or a BatchNorm folded there stays the output, and a conv's own bias (Add, nothing to fold
+    into) is left alone."""
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from tuner.rewrites import rewrite
+    from tuner.tasks import fuse
+
+    cases = {"scale": lambda b, y: b.op("Mul", [y, b.uniform("scale", (8, 1, 1), 0.5, 1.5)]),
+             "batchnorm": lambda b, y: b.batch_norm(y, 8), "bias": lambda b, y: y}
+    for name, last in cases.items():
+        b = GraphBuilder(0)
+        proto = b.make_model(name, {"x": (1, 4, 6, 6)}, last(b, b.conv("x", 4, 8, 3)), (1, 8, 6, 6))
+        module = from_onnx(proto)
+        assert "R.output(gv)" in rewrite(module).script(), name
+        tasks = [gv.name_hint for gv, _ in fuse(module, backend.tvm_target()).functions_items()
+                 if gv.name_hint != "main"]
+        assert len(tasks) == 1 and _ops(tasks[0]) == {"conv2d", "add"}, (name, tasks)
+        _matches_onnxruntime(proto, backend)
+
+
 def test_a_pointwise_convolution_runs_over_a_flat_row_of_pixels_with_its_epilogue(backend):
     """A 1x1 convolution with a residual add and ReLU (ResNet's last conv of a block): one task that
     reads the input as [N, C, H*W] and computes over the flat pixels, epilogue fused; a 3x3, a strided

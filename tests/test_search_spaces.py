@@ -79,8 +79,8 @@ def _pool_model(size: int, stride: int) -> onnx.ModelProto:
 
 
 def _conv_affine_model() -> onnx.ModelProto:
-    """Conv 8->8 3x3 on 1x8x9x9, then a batch norm folded into Mul/Add, a residual
-    Add of the input and a Relu: all of it is one fused task."""
+    """Conv 8->8 3x3 on 1x8x9x9, then a scale layer (Mul/Add, which the rewrites fold into the
+    conv's weights and a bias), a residual Add of the input and a Relu: all of it is one fused task."""
     rng = np.random.default_rng(0)
     weights = [numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype("float32"), "W"),
                numpy_helper.from_array(rng.uniform(0.5, 1.5, (8, 1, 1)).astype("float32"), "scale"),
@@ -600,7 +600,7 @@ def _block_names(func) -> set:
 
 @pytest.mark.parametrize("model_name,name,parallel", [
     ("conv_bench", "fused_conv2d_add_relu", True),
-    ("conv_affine", "fused_conv2d_multiply_add_add1_relu", False),  # 47K MACs: one task is cheaper
+    ("conv_affine", "fused_conv2d_add_add1_relu", False),  # 47K MACs: one task is cheaper
 ])
 def test_default_conv_schedule_is_parallel_vectorized_and_fused(model_name, name, parallel):
     f = task(model_name, name)

@@ -34,13 +34,16 @@ def fold_channel_affine():
                 return super().visit_var_binding_(binding)
             conv_var, conv, weight, bias = folded
             attrs = conv.attrs
-            new_conv = self.builder_.emit(relax.op.nn.conv2d(
+            call = relax.op.nn.conv2d(
                 conv.args[0], relax.const(weight), strides=attrs.strides, padding=attrs.padding,
                 dilation=attrs.dilation, groups=attrs.groups, data_layout=attrs.data_layout,
-                kernel_layout=attrs.kernel_layout, out_layout=attrs.out_layout, out_dtype=attrs.out_dtype),
-                name_hint=conv_var.name)
-            out = new_conv if bias is None else \
-                self.builder_.emit(relax.op.add(new_conv, relax.const(bias)), name_hint=binding.var.name)
+                kernel_layout=attrs.kernel_layout, out_layout=attrs.out_layout, out_dtype=attrs.out_dtype)
+            last = _emitter(self.builder_, binding.var)
+            if bias is None:
+                new_conv = out = last(call, name_hint=conv_var.name)
+            else:
+                new_conv = self.builder_.emit(call, name_hint=conv_var.name)
+                out = last(relax.op.add(new_conv, relax.const(bias)), name_hint=binding.var.name)
             # a later multiply or add of the chain folds into what this one emitted
             self.uses[new_conv] = 1
             self.uses[out] = self.uses.get(binding.var, 0)
@@ -55,6 +58,15 @@ def fold_channel_affine():
         return relax.transform.DeadCodeElimination()(module)
 
     return transform
+
+
+def _emitter(builder, var):
+    """How to emit the value that replaces ``var``'s: as an output of the dataflow block where ``var``
+    is one (TVM's importer binds the function's output to its last op), else as a dataflow value."""
+    from tvm import relax
+
+    output = builder.current_block_is_dataflow() and not isinstance(var, relax.DataflowVar)
+    return builder.emit_output if output else builder.emit
 
 
 def _foldable(mutator, binding, uses):
@@ -83,12 +95,14 @@ def _foldable(mutator, binding, uses):
     operand = _per_channel(_constant(mutator, mutator.visit_expr(value.args[1])), int(weight.shape[0]))
     if operand is None or operand.dtype != weight.dtype:
         return None
+    if op == "relax.add" and bias is None:
+        return None  # a convolution's own bias: nothing to fold into
     bias = None if bias is None else bias.reshape(-1).astype(np.float64)
     if op == "relax.multiply":
         weight = (weight.astype(np.float64) * operand.reshape(-1, 1, 1, 1)).astype(weight.dtype)
         bias = None if bias is None else bias * operand
     else:
-        bias = operand.astype(np.float64) + (0.0 if bias is None else bias)
+        bias = operand.astype(np.float64) + bias
     return conv_var, conv, weight, None if bias is None else bias.astype(weight.dtype).reshape(1, -1, 1, 1)
 
 
