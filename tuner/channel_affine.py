@@ -17,10 +17,9 @@ _OPS = ("relax.multiply", "relax.add")
 
 def fold_channel_affine():
     """The pass described in the module docstring."""
-    import tvm
     from tvm import relax
 
-    from .rewrites import _use_counts
+    from .rewrites import conv_with_weight, use_counted_pass
 
     @relax.expr_functor.mutator
     class FoldChannelAffine(relax.PyExprMutator):
@@ -33,11 +32,7 @@ def fold_channel_affine():
             if folded is None:
                 return super().visit_var_binding_(binding)
             conv_var, conv, weight, bias = folded
-            attrs = conv.attrs
-            call = relax.op.nn.conv2d(
-                conv.args[0], relax.const(weight), strides=attrs.strides, padding=attrs.padding,
-                dilation=attrs.dilation, groups=attrs.groups, data_layout=attrs.data_layout,
-                kernel_layout=attrs.kernel_layout, out_layout=attrs.out_layout, out_dtype=attrs.out_dtype)
+            call = conv_with_weight(conv, conv.args[0], weight)
             last = _emitter(self.builder_, binding.var)
             if bias is None:
                 new_conv = out = last(call, name_hint=conv_var.name)
@@ -49,15 +44,7 @@ def fold_channel_affine():
             self.uses[out] = self.uses.get(binding.var, 0)
             self.set_var_remap(binding.var, out)
 
-    @tvm.ir.transform.module_pass(opt_level=0, name="FoldChannelAffine")
-    def transform(module, _context):
-        module = module.clone()
-        for global_var, func in module.functions_items():
-            if isinstance(func, relax.Function):
-                module[global_var] = FoldChannelAffine(module, _use_counts(func)).visit_expr(func)
-        return relax.transform.DeadCodeElimination()(module)
-
-    return transform
+    return use_counted_pass(FoldChannelAffine, "FoldChannelAffine")
 
 
 def _emitter(builder, var):

@@ -207,7 +207,6 @@ def fold_batchnorm():
     and adds a bias, so that it costs nothing, as in ONNX Runtime. Written here rather than with
     TVM's FoldBatchnormToConv2D because that one renames the convolution's binding, and binding
     names carry the ONNX node each computation comes from (``tuner.provenance``)."""
-    import tvm
     from tvm import relax
 
     @relax.expr_functor.mutator
@@ -227,12 +226,7 @@ def fold_batchnorm():
                 self.set_var_remap(binding.var, self.builder_.emit(out, name_hint=binding.var.name))
                 return None
             conv_var, conv, weight, bias = folded
-            data = self.visit_expr(conv.args[0])
-            attrs = conv.attrs
-            new_conv = relax.op.nn.conv2d(
-                data, relax.const(weight), strides=attrs.strides, padding=attrs.padding, dilation=attrs.dilation,
-                groups=attrs.groups, data_layout=attrs.data_layout, kernel_layout=attrs.kernel_layout,
-                out_layout=attrs.out_layout, out_dtype=attrs.out_dtype)
+            new_conv = conv_with_weight(conv, self.visit_expr(conv.args[0]), weight)
             conv_out = self.builder_.emit(new_conv, name_hint=conv_var.name)
             # named after the BatchNorm's own binding (``binding`` takes its first output)
             norm_var = binding.value.tuple_value
@@ -240,15 +234,35 @@ def fold_batchnorm():
             added = self.builder_.emit(relax.op.add(conv_out, relax.const(bias)), name_hint=name)
             self.set_var_remap(binding.var, added)
 
-    @tvm.ir.transform.module_pass(opt_level=0, name="FoldBatchNorm")
+    return use_counted_pass(FoldBatchNorm, "FoldBatchNorm")
+
+
+def use_counted_pass(mutator_class, name: str):
+    """A module pass that applies ``mutator_class(module, uses)`` (``uses``: how often each variable of
+    the function is used) to every Relax function of the module, then drops the bindings it left dead."""
+    import tvm
+    from tvm import relax
+
+    @tvm.ir.transform.module_pass(opt_level=0, name=name)
     def transform(module, _context):
         module = module.clone()
         for global_var, func in module.functions_items():
             if isinstance(func, relax.Function):
-                module[global_var] = FoldBatchNorm(module, _use_counts(func)).visit_expr(func)
+                module[global_var] = mutator_class(module, _use_counts(func)).visit_expr(func)
         return relax.transform.DeadCodeElimination()(module)
 
     return transform
+
+
+def conv_with_weight(conv, data, weight):
+    """``conv`` (a Relax ``nn.conv2d`` call) of ``data`` with the constant ``weight``, its attributes kept."""
+    from tvm import relax
+
+    attrs = conv.attrs
+    return relax.op.nn.conv2d(data, relax.const(weight), strides=attrs.strides, padding=attrs.padding,
+                              dilation=attrs.dilation, groups=attrs.groups, data_layout=attrs.data_layout,
+                              kernel_layout=attrs.kernel_layout, out_layout=attrs.out_layout,
+                              out_dtype=attrs.out_dtype)
 
 
 def _use_counts(func) -> dict:
