@@ -189,6 +189,41 @@ def test_cold_timing_runs_as_often_as_fill_the_budget_within_bounds_and_hot_timi
     assert counts == {"hot": 2, "cold, capped": 7, "cold, floor": 3}
 
 
+class _RecordingModule:
+    """Stands in for a loaded candidate: records what each timer it hands out was asked for."""
+
+    def __init__(self):
+        self.timers = []
+
+    def time_evaluator(self, name, device, **options):
+        self.timers.append(options)
+        runs = options.get("repeat", 1)
+
+        class Results:
+            results = [0.001 * (len(self.timers))] * runs
+
+        return lambda *tensors: Results()
+
+
+@pytest.mark.parametrize("cold", [True, False])
+def test_a_candidate_runs_untimed_for_the_warm_up_before_its_timed_runs(cold):
+    import tvm
+
+    from tuner.device_timing import check_and_time
+
+    timing = {"cold": cold, "repeat": 3, "min_repeat_ms": 0, "max_flushed_runs": 5, "rtol": 1e-3, "atol": 1e-4}
+    module = _RecordingModule()
+    costs, _ = check_and_time(module, tvm.cpu(), [], None, {**timing, "warm_up_ms": 40})
+    assert module.timers[0] == {"number": 1, "repeat": 1, "min_repeat_ms": 40}
+    assert 0.001 not in costs and len(costs) == 3  # the warm-up's own time is not a cost
+    # a manifest written before the warm-up existed, or a zero, times without one
+    for without in (timing, {**timing, "warm_up_ms": 0}):
+        module = _RecordingModule()
+        check_and_time(module, tvm.cpu(), [], None, without)
+        assert all(options.get("min_repeat_ms") != 40 for options in module.timers)
+        assert module.timers[0] != {"number": 1, "repeat": 1, "min_repeat_ms": 40}
+
+
 def test_bad_measure_settings_are_rejected():
     with pytest.raises(tuner.TunerError, match="timeouts must be positive"):
         MeasureSettings(build_timeout_s=0)
@@ -200,6 +235,8 @@ def test_bad_measure_settings_are_rejected():
         MeasureSettings(confirm_runs=-1)
     with pytest.raises(tuner.TunerError, match="max_flushed_runs"):
         MeasureSettings(max_flushed_runs=0)
+    with pytest.raises(tuner.TunerError, match="warm_up_ms"):
+        MeasureSettings(warm_up_ms=-1)
 
 
 def test_invalid_config_is_an_error_not_a_crash(task, backend):

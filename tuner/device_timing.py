@@ -154,10 +154,19 @@ def check_and_time(module, device, tensors, expected: dict | None, timing: dict)
         mismatch = check_outputs(tensors, expected, timing["rtol"], timing["atol"])
         if mismatch:
             return None, mismatch
+    warm_up(module, device, tensors, timing.get("warm_up_ms", 0))
     if timing["cold"]:
         return flushed_costs(module, device, tensors, timing["repeat"], timing["min_repeat_ms"],
                              timing["max_flushed_runs"]), None
     return repeated_costs(module, device, tensors, timing["repeat"], timing["min_repeat_ms"]), None
+
+
+def warm_up(module, device, tensors, milliseconds: float) -> None:
+    """Run ``module`` back to back for about ``milliseconds`` before it is timed, untimed: a core that
+    has idled (while candidates compile) runs its first few milliseconds of work up to 2.5 times
+    slower, which otherwise lands on whichever candidate a batch times first (docs/benchmarks.md)."""
+    if milliseconds > 0:
+        module.time_evaluator("main", device, number=1, repeat=1, min_repeat_ms=math.ceil(milliseconds))(*tensors)
 
 
 def repeated_costs(module, device, tensors, repeat: int, min_repeat_ms: int) -> list[float]:

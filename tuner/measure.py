@@ -42,6 +42,9 @@ class MeasureSettings:
     # With the backend's cold timing, each repeat is one run after a cache flush: as many as fill
     # ``repeat`` x ``min_repeat_ms``, at least ``repeat`` and at most ``max_flushed_runs``.
     max_flushed_runs: int = 20
+    # Untimed runs of each candidate before its timed ones: cores that idled while the batch compiled
+    # run their first milliseconds slowly (docs/benchmarks.md, "Warming up before timing").
+    warm_up_ms: int = 40
 
     def __post_init__(self):
         if min(self.build_timeout_s, self.run_timeout_s, self.reference_timeout_s) <= 0:
@@ -52,6 +55,8 @@ class MeasureSettings:
                                 f"and {self.min_repeat_ms}")
         if self.max_flushed_runs < 1:
             raise SettingsError(f"max_flushed_runs must be at least 1, got {self.max_flushed_runs}")
+        if self.warm_up_ms < 0:
+            raise SettingsError(f"warm_up_ms must be zero or more, got {self.warm_up_ms}")
         if self.confirm_runs < 0 or self.confirm_within < 0:
             raise SettingsError(f"confirm_runs and confirm_within must be zero or more, got "
                                 f"{self.confirm_runs} and {self.confirm_within}")

@@ -48,9 +48,10 @@ class TimingOptions:
     rtol: float
     atol: float
     device: str = "cpu"  # or "cuda": the first GPU of the machine that times
+    warm_up_ms: int = 0  # untimed back-to-back runs before the timed ones
 
     def to_json(self) -> dict:
         """The plain form that ``device_timing.check_and_time`` and offline devices read."""
         return {"num_threads": self.num_threads, "cold": self.cache_flush, "repeat": self.repeat,
                 "min_repeat_ms": self.min_repeat_ms, "max_flushed_runs": self.max_flushed_runs,
-                "rtol": self.rtol, "atol": self.atol}
+                "rtol": self.rtol, "atol": self.atol, "warm_up_ms": self.warm_up_ms}

@@ -145,7 +145,8 @@ def timing_options(backend, settings: MeasureSettings) -> TimingOptions:
     return TimingOptions(
         num_threads=backend.num_cores, cache_flush=backend.timing == "cold", repeat=settings.repeat,
         min_repeat_ms=settings.min_repeat_ms, max_flushed_runs=settings.max_flushed_runs,
-        rtol=settings.rtol, atol=settings.atol, device="cuda" if backend.is_cuda else "cpu")
+        rtol=settings.rtol, atol=settings.atol, device="cuda" if backend.is_cuda else "cpu",
+        warm_up_ms=settings.warm_up_ms)
 
 
 def reference_target(backend) -> dict:
