@@ -129,6 +129,26 @@ def test_profile_attributes_every_kernel_call_to_its_task(tmp_path, backend, cac
     assert "where the time goes" in cli.stdout and "fused_conv2d" in cli.stdout
 
 
+@pytest.mark.parametrize("plain_ms, runtime_ms", [(10.2, 0.2), (9.0, 0.0), (13.0, 1.0)])
+def test_the_runtime_row_is_what_uninstrumented_runs_leave_beside_the_kernels(backend, monkeypatch, plain_ms,
+                                                                               runtime_ms):
+    # hundreds of runtime calls, each timed with the instrument's own microsecond, read as a millisecond of
+    # work: the row is capped by what the whole run, timed without the instrument, leaves beside the kernels
+    import tuner.profile as profiling
+
+    model = tuner.load(small_cnn_model(channels=8, size=12))
+    built = tuner.build(model, backend)
+    kernels = [name for schedule in built.schedules for name in schedule.global_names]
+    runs = 3
+    times = {name: [10e-3 / len(kernels)] * runs for name in kernels}
+    times.update({"vm.builtin.alloc_tensor": [2e-6] * 400 * runs, "vm.builtin.reshape": [1e-6] * 200 * runs})
+    monkeypatch.setattr(profiling, "kernel_times_s", lambda *args: (times, [plain_ms * 1e-3] * runs))
+    rows = {row.task_name: row for row in profiling.profile(built, random_inputs(model.inputs, seed=0), runs=runs)}
+    assert rows[profiling.RUNTIME].ms_per_run == pytest.approx(runtime_ms, abs=1e-9)
+    assert rows[profiling.RUNTIME].calls_per_run == 600
+    assert sum(row.ms_per_run for name, row in rows.items() if name != profiling.RUNTIME) == pytest.approx(10.0)
+
+
 def test_profile_sets_each_cached_task_beside_its_record(backend, cache):
     import search_spaces
     from tuner.profile import profile, table
