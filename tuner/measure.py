@@ -43,7 +43,7 @@ class MeasureSettings:
     # ``repeat`` x ``min_repeat_ms``, at least ``repeat`` and at most ``max_flushed_runs``.
     max_flushed_runs: int = 20
     # Untimed runs of each candidate before its timed ones: cores that idled while the batch compiled
-    # run their first milliseconds slowly (docs/benchmarks.md, "Warming up before timing").
+    # run their first milliseconds slowly (docs/benchmarks.md, "Measuring").
     warm_up_ms: int = 40
 
     def __post_init__(self):
