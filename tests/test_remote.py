@@ -87,6 +87,7 @@ def test_tune_through_two_devices_then_build_from_their_records(small_model, tmp
 def test_a_device_killed_mid_run_loses_nothing(backend, tmp_path):
     import tuner
     from tuner.cache import Cache
+    from tuner.measure import MeasureSettings
     from tuner.remote import remote_backend
     from tuner.rpc_runner import RPCRunner
     from tuner.tune import TuneSettings, tune
@@ -95,7 +96,9 @@ def test_a_device_killed_mid_run_loses_nothing(backend, tmp_path):
     with devices(2) as farm, Cache(tmp_path / "cache.sqlite") as cache:
         remote = farm.remote()
         device_backend = remote_backend("host", remote, "cold")
-        with RPCRunner(device_backend, remote=remote) as runner:
+        # each candidate in flight for half a second at least, so that the kill finds one running rather
+        # than a session's process still ending after its result came back
+        with RPCRunner(device_backend, MeasureSettings(warm_up_ms=500), remote=remote) as runner:
             def kill_when_busy():
                 deadline = time.monotonic() + 60
                 while not farm.busy(1) and time.monotonic() < deadline:
