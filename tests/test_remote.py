@@ -96,13 +96,14 @@ def test_a_device_killed_mid_run_loses_nothing(backend, tmp_path):
     with devices(2) as farm, Cache(tmp_path / "cache.sqlite") as cache:
         remote = farm.remote()
         device_backend = remote_backend("host", remote, "cold")
-        # each candidate in flight for half a second at least, so that the kill finds one running rather
-        # than a session's process still ending after its result came back
+        # each candidate in flight for half a second at least; the kill waits 0.2 s past the session's start,
+        # so that it finds a candidate running rather than a session still being set up
         with RPCRunner(device_backend, MeasureSettings(warm_up_ms=500), remote=remote) as runner:
             def kill_when_busy():
                 deadline = time.monotonic() + 60
                 while not farm.busy(1) and time.monotonic() < deadline:
                     time.sleep(0.01)
+                time.sleep(0.2)
                 farm.kill(1)
 
             killer = threading.Thread(target=kill_when_busy)
@@ -115,6 +116,37 @@ def test_a_device_killed_mid_run_loses_nothing(backend, tmp_path):
         records = list(cache.records())
     assert report.measured == 8 and len(records) == 8
     assert all(record.result.ok for record in records), [r.result.error_msg for r in records]
+
+
+class _Tracker:
+    """Stands in for TVM's tracker client: each request gives the next of ``outcomes`` (raised if an error)."""
+
+    def __init__(self, outcomes):
+        self.outcomes = outcomes
+
+    def request(self, key, **options):
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def close(self):
+        pass
+
+
+def test_a_device_that_dies_as_its_session_starts_is_asked_past(monkeypatch):
+    import tuner.remote
+    from tuner.remote import DevicesLostError, RemoteSettings, request_session
+
+    outcomes = [ConnectionRefusedError("the device handed out is gone"), "a session"]
+    monkeypatch.setattr(tuner.remote, "connect_tracker", lambda remote, timeout_s: _Tracker(outcomes))
+    assert request_session(RemoteSettings("127.0.0.1", 9190, "k", wait_s=5)) == "a session"
+
+    outcomes[:] = [ConnectionRefusedError("gone")] * 100
+    started = time.monotonic()
+    with pytest.raises(DevicesLostError, match="no device of key 'k' became free .* within 1 s"):
+        request_session(RemoteSettings("127.0.0.1", 9190, "k", wait_s=1))
+    assert 1 <= time.monotonic() - started < 3 and len(outcomes) < 100
 
 
 def test_all_devices_gone_stops_with_what_was_measured_and_a_rerun_goes_on(tmp_path):

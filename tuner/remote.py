@@ -10,6 +10,7 @@ key, so N devices serve N sessions at once.
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass
 
 from .errors import TunerError, error_line
@@ -92,16 +93,21 @@ def device_count(remote: RemoteSettings) -> int:
 
 
 def request_session(remote: RemoteSettings):
-    """A session on a free device of the key, or ``DevicesLostError`` after ``wait_s`` without one."""
-    tracker = connect_tracker(remote, timeout_s=remote.wait_s)
-    try:
-        return tracker.request(remote.key, priority=remote.priority, session_timeout=remote.session_timeout_s,
-                               max_retry=1)
-    except (OSError, RuntimeError) as err:
-        raise DevicesLostError(f"no device of key {remote.key!r} became free at {remote.address} within "
-                               f"{remote.wait_s:.0f} s ({error_line(err)})") from None
-    finally:
-        tracker.close()
+    """A session on a free device of the key, or ``DevicesLostError`` after ``wait_s`` without one. A device
+    handed out that dies before its session starts is asked past: the tracker hands out another."""
+    deadline = time.monotonic() + remote.wait_s
+    while True:
+        tracker = connect_tracker(remote, timeout_s=max(deadline - time.monotonic(), 0.1))
+        try:
+            return tracker.request(remote.key, priority=remote.priority, session_timeout=remote.session_timeout_s,
+                                   max_retry=1)
+        except (OSError, RuntimeError) as err:
+            if time.monotonic() >= deadline:
+                raise DevicesLostError(f"no device of key {remote.key!r} became free at {remote.address} within "
+                                       f"{remote.wait_s:.0f} s ({error_line(err)})") from None
+        finally:
+            tracker.close()
+        time.sleep(0.1)  # the tracker drops a dead device when its connection closes
 
 
 def describe_device(session) -> dict:
