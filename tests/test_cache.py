@@ -114,6 +114,26 @@ WRITER = textwrap.dedent("""
 """)
 
 
+def test_a_cache_locked_while_it_opens_is_opened_once_the_lock_goes(tmp_path, monkeypatch):
+    import sqlite3
+
+    import tuner.cache
+
+    real, answers = tuner.cache._ensure_schema, iter([sqlite3.OperationalError("database is locked")] * 3)
+
+    def locked_at_first(conn, path):
+        answer = next(answers, None)
+        if answer is not None:
+            raise answer
+        real(conn, path)
+
+    monkeypatch.setattr(tuner.cache, "_ensure_schema", locked_at_first)
+    with Cache(tmp_path / "new.sqlite") as cache:
+        cache.add(_record())
+        assert cache.count() == 1
+    assert next(answers, None) is None
+
+
 def test_two_processes_write_at_once(tmp_path):
     path = tmp_path / "shared.sqlite"
     workers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(w)], stderr=subprocess.PIPE, text=True)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 from .errors import CacheError
@@ -263,10 +264,26 @@ def _open(path: Path) -> sqlite3.Connection:
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        _ensure_schema(conn, path)
+        _initialize(conn, path)
     except sqlite3.DatabaseError as err:
         raise CacheError(f"{path} is not a tuning cache: {err}") from None
     return conn
+
+
+def _initialize(conn: sqlite3.Connection, path: Path) -> None:
+    """``_ensure_schema``, again until the busy timeout where SQLite answers "locked" at once: it does
+    not wait where waiting could deadlock, as when several processes open a new cache and switch it to
+    WAL together (the test that writes from two processes failed so once, in a full test run). Both
+    steps can simply run again."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            _ensure_schema(conn, path)
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
