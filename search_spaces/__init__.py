@@ -2,6 +2,7 @@
 
 ``space_for(func, target)`` picks the first rule whose structure fits ``func``:
 
+* ``winograd``: the input and output transforms of a Winograd convolution;
 * ``tiled_reduction``: one reduction with data reuse (matmul, conv, pooling) plus
   injective producers and an elementwise epilogue;
 * ``reduction``: other reductions (softmax, layer norm, mean, sum, max);
@@ -32,10 +33,11 @@ from .reduction import ReductionRule
 from .space import NotApplicable, SearchSpace
 from .tiled_reduction import TiledReductionRule
 from .tiling import VectorUnit
+from .winograd import WinogradRule
 
 __all__ = ["Config", "InvalidConfigError", "SearchSpace", "space_for", "RULES", "CUDA_RULES", "SPACE_VERSION"]
 
-RULES = ("tiled_reduction", "reduction", "elementwise", "fallback")
+RULES = ("winograd", "tiled_reduction", "reduction", "elementwise", "fallback")
 
 # What a config means: bump it whenever applying a stored config would give another
 # schedule than before (a knob's meaning, a rule's structure, how weights are packed),
@@ -69,7 +71,7 @@ def space_for(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> SearchSpace
         return cuda_space_for(func, target)
     info = analyze(func)
     cores = num_cores(target)
-    rules = (lambda: TiledReductionRule(func, info, cores, vector_unit(target)),
+    rules = (lambda: WinogradRule(func, info, cores), lambda: TiledReductionRule(func, info, cores, vector_unit(target)),
              lambda: ReductionRule(func, info, cores), lambda: ElementwiseRule(func, info, cores))
     for make_rule in rules:
         try:

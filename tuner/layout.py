@@ -72,14 +72,17 @@ def _spatial(call):
 
 def legalize_conv2d(bb, call):
     """Legalize ``nn.conv2d``: a blocked one as TOPI's ``conv2d_NCHWc`` (which TVM's own legalization
-    leaves alone), a plain 1x1 one over a flat row of pixels (``tuner.pointwise_conv``), any other as
-    TVM does."""
+    leaves alone), a plain 3x3 one with many channels as Winograd's (``tuner.winograd``), a plain 1x1
+    one over a flat row of pixels (``tuner.pointwise_conv``), any other as TVM does."""
     from tvm import topi
     from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
 
     from .pointwise_conv import is_pointwise, legalize_pointwise
+    from .winograd import is_winograd, legalize_winograd
 
     attrs = call.attrs
+    if is_winograd(call):
+        return legalize_winograd(bb, call)
     if is_pointwise(call):
         return legalize_pointwise(bb, call)
     if len(attrs.data_layout) == 4:
