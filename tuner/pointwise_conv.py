@@ -21,24 +21,30 @@ MIN_IN_CHANNELS = 16
 OUT_CHANNEL_MULTIPLE = 8
 
 
-def is_pointwise(call) -> bool:
-    """Whether ``call`` (a Relax ``nn.conv2d``) is a plain NCHW/OIHW 1x1 convolution of static shape,
-    stride 1, no padding or dilation, one group, and channels as above, legalized for a CPU."""
+def plain_cpu_conv(call) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """The data and weight shapes of ``call`` (a Relax ``nn.conv2d``) where it is an NCHW/OIHW
+    convolution of static shape, stride 1, no dilation and one group, legalized for a CPU; else None."""
     import tvm
 
     target = tvm.target.Target.current(allow_none=True)
     if target is None or target.kind.name != "llvm":
-        return False
+        return None
     attrs = call.attrs
     if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW") or int(attrs.groups) != 1:
+        return None
+    if any(int(s) != 1 for s in attrs.strides) or any(int(d) != 1 for d in attrs.dilation):
+        return None
+    data, weight = _static_shape(call.args[0]), _static_shape(call.args[1])
+    return None if data is None or weight is None else (data, weight)
+
+
+def is_pointwise(call) -> bool:
+    """Whether ``call`` is a plain 1x1 convolution (``plain_cpu_conv``) without padding, channels as above."""
+    shapes = plain_cpu_conv(call)
+    if shapes is None or any(int(p) for p in call.attrs.padding):
         return False
-    weight_shape = _static_shape(call.args[1])
-    if weight_shape is None or _static_shape(call.args[0]) is None:
-        return False
-    out_channels, in_channels, *kernel = weight_shape
-    plain = all(int(s) == 1 for s in attrs.strides) and all(int(d) == 1 for d in attrs.dilation) \
-        and not any(int(p) for p in attrs.padding)
-    return plain and kernel == [1, 1] and in_channels >= MIN_IN_CHANNELS and out_channels % OUT_CHANNEL_MULTIPLE == 0
+    out_channels, in_channels, *kernel = shapes[1]
+    return kernel == [1, 1] and in_channels >= MIN_IN_CHANNELS and out_channels % OUT_CHANNEL_MULTIPLE == 0
 
 
 def legalize_pointwise(bb, call):

@@ -41,28 +41,21 @@ A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], "float64")
 
 
 def is_winograd(call) -> bool:
-    """Whether ``call`` (a Relax ``nn.conv2d``) is legalized as Winograd: a float32 NCHW 3x3 convolution
-    of stride 1, padding 1, one group, constant weights, channels and tiles as above, for a CPU."""
-    import tvm
+    """Whether ``call`` (a Relax ``nn.conv2d``) is legalized as Winograd: a plain float32 3x3 convolution
+    (``plain_cpu_conv``) of padding 1, constant weights, channels and tiles as above."""
     from tvm.ir.expr import Constant
 
-    from .pointwise_conv import _static_shape
+    from .pointwise_conv import plain_cpu_conv
 
-    target = tvm.target.Target.current(allow_none=True)
-    if target is None or target.kind.name != "llvm" or not isinstance(call.args[1], Constant):
+    shapes = plain_cpu_conv(call)
+    if shapes is None or not isinstance(call.args[1], Constant) or [int(p) for p in call.attrs.padding] != [1, 1, 1, 1]:
         return False
-    attrs = call.attrs
-    if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW") or int(attrs.groups) != 1:
+    if str(call.ty.dtype) != "float32" or str(call.args[0].ty.dtype) != "float32":
         return False
-    data, weight = _static_shape(call.args[0]), _static_shape(call.args[1])
-    if data is None or weight is None or str(call.ty.dtype) != "float32" or str(call.args[0].ty.dtype) != "float32":
-        return False
-    out_channels, in_channels, *kernel = weight
-    plain = all(int(s) == 1 for s in attrs.strides) and all(int(d) == 1 for d in attrs.dilation) \
-        and [int(p) for p in attrs.padding] == [1, 1, 1, 1]
+    data, (out_channels, in_channels, *kernel) = shapes
     ratio = in_channels * out_channels / (in_channels + out_channels)
     tiles = data[0] * _tiles(data[2]) * _tiles(data[3])
-    return plain and kernel == [3, 3] and ratio >= MIN_CHANNEL_RATIO and tiles >= MIN_TILES
+    return kernel == [3, 3] and ratio >= MIN_CHANNEL_RATIO and tiles >= MIN_TILES
 
 
 def transformed_weight(weight: np.ndarray) -> np.ndarray:
