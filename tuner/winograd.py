@@ -112,6 +112,16 @@ def _by_place(index, values):
     return chosen
 
 
+def _transformed(matrix, load, i, j):
+    """``(matrix · X · matrixᵀ)[i, j]`` for the 4x4 tile ``X[a, b] = load(a, b)`` and loop indices ``i, j``."""
+    size = matrix.shape[0]
+
+    def place(row, column):
+        return _sum((matrix[row, a] * matrix[column, b], load(a, b)) for a in range(TILE) for b in range(TILE))
+
+    return _by_place(i, [_by_place(j, [place(row, column) for column in range(size)]) for row in range(size)])
+
+
 def input_transform(data):
     from tvm import te, topi
 
@@ -123,10 +133,7 @@ def input_transform(data):
     def value(e, c, t):
         n, y, x = t // (rows * columns), t % (rows * columns) // columns * OUT_TILE, t % columns * OUT_TILE
 
-        def place(i, j):
-            return _sum((B_T[i, a] * B_T[j, b], padded[n, c, y + a, x + b]) for a in range(TILE) for b in range(TILE))
-
-        return _by_place(e // TILE, [_by_place(e % TILE, [place(i, j) for j in range(TILE)]) for i in range(TILE)])
+        return _transformed(B_T, lambda a, b: padded[n, c, y + a, x + b], e // TILE, e % TILE)
 
     return te.compute((TILE * TILE, channels, batch * rows * columns), value, name=INPUT_BLOCK)
 
@@ -150,10 +157,6 @@ def output_transform(products, batch: int, height: int, width: int):
     def value(n, k, y, x):
         t = n * rows * columns + y // OUT_TILE * columns + x // OUT_TILE
 
-        def place(i, j):
-            return _sum((A_T[i, a] * A_T[j, b], products[a * TILE + b, k, t]) for a in range(TILE) for b in range(TILE))
-
-        return _by_place(y % OUT_TILE, [_by_place(x % OUT_TILE, [place(i, j) for j in range(OUT_TILE)])
-                                        for i in range(OUT_TILE)])
+        return _transformed(A_T, lambda a, b: products[a * TILE + b, k, t], y % OUT_TILE, x % OUT_TILE)
 
     return te.compute((batch, out_channels, height, width), value, name=OUTPUT_BLOCK)
