@@ -22,12 +22,13 @@ from onnx import TensorProto, helper
 from benchmarks.models import IR_VERSION, GraphBuilder
 
 
-def _layer_norm(b: GraphBuilder, x: str, hidden: int, name: str) -> str:
-    """(x - mean) / sqrt(var + eps) * scale + bias, written out as the exporters did."""
-    mean = b.op("ReduceMean", [x], name=f"{name}.mean", axes=[-1])
+def _layer_norm(b: GraphBuilder, x: str, hidden: int, name: str, axis: int = -1) -> str:
+    """(x - mean) / sqrt(var + eps) * scale + bias, written out as the exporters did (means over ``axis``,
+    scale and bias over the last axis)."""
+    mean = b.op("ReduceMean", [x], name=f"{name}.mean", axes=[axis])
     centered = b.op("Sub", [x, mean], name=f"{name}.sub")
     square = b.op("Pow", [centered, b.constant(f"{name}.two", np.float32(2.0))], name=f"{name}.pow")
-    var = b.op("ReduceMean", [square], name=f"{name}.var", axes=[-1])
+    var = b.op("ReduceMean", [square], name=f"{name}.var", axes=[axis])
     std = b.op("Sqrt", [b.op("Add", [var, b.constant(f"{name}.eps", np.float32(1e-12))], name=f"{name}.add_eps")],
                name=f"{name}.sqrt")
     normed = b.op("Div", [centered, std], name=f"{name}.div")

@@ -20,11 +20,18 @@ Each rewrite is a small named pass (``REWRITES``); ``rewrite(module)`` applies t
   filters to a multiple of 8 where a group's count is not one (ShuffleNet's 34 and 68).
 * ``avg_pool_divisor_map`` (``tuner.pool_rewrites``): an average pool that leaves the padding out
   of its count divides by a constant map instead of counting per element.
+* ``layer_norm`` (``tuner.norm_rewrites``): a layer normalization written out op by op (ReduceMean,
+  Sub, Pow, ..., as exporters wrote it before opset 17) becomes one ``nn.layer_norm``.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+# the rewrites kept in modules of their own import this one's helpers inside their functions
+from .channel_affine import fold_channel_affine
+from .norm_rewrites import layer_norm
+from .pool_rewrites import avg_pool_divisor_map
 
 
 def _binary_ops() -> dict:
@@ -371,22 +378,10 @@ def _conv_and_bias(mutator, expr, uses):
     return add.args[0], bias
 
 
-def _fold_channel_affine():
-    from .channel_affine import fold_channel_affine
-
-    return fold_channel_affine()
-
-
-def _avg_pool_divisor_map():
-    from .pool_rewrites import avg_pool_divisor_map
-
-    return avg_pool_divisor_map()
-
-
 # In order: the BatchNorm is folded while the convolution before it is still one call.
 REWRITES = {"multi_input_to_binary": multi_input_to_binary, "fold_batchnorm": fold_batchnorm,
-            "fold_channel_affine": _fold_channel_affine,
-            "grouped_conv_group_axis": grouped_conv_group_axis, "avg_pool_divisor_map": _avg_pool_divisor_map}
+            "fold_channel_affine": fold_channel_affine, "grouped_conv_group_axis": grouped_conv_group_axis,
+            "avg_pool_divisor_map": avg_pool_divisor_map, "layer_norm": layer_norm}
 
 
 def rewrite(module):
